@@ -1,0 +1,147 @@
+"""The AdamW core every optimizer here shares: the HF-legacy form the published optimizers are built on."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from itertools import chain
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+ParamsT = Iterable[Tensor] | Iterable[tuple[str, Tensor]] | Iterable[dict[str, Any]]
+
+
+class LegacyAdamW(Optimizer):
+    """AdamW in the form of transformers' legacy `AdamW`, which the paper's optimizers extend.
+
+    Differences from `torch.optim.AdamW`: bias correction is folded into the step size
+    (`lr * sqrt(1 - beta2^t) / (1 - beta1^t)`), `eps` is added to `sqrt(v)` without bias correction (default 1e-6),
+    and decoupled weight decay `p -= lr * wd * p` is applied after the update.
+
+    Accepts `named_parameters()` or param groups carrying `param_names`; names key the per-parameter randomness
+    of the subclasses. `foreach=True` updates the moments with multi-tensor kernels (the default on CUDA; on CPU
+    the per-tensor loop measured faster).
+
+    Subclasses change one hook each: `_prepare_gradients` (what enters the moments), `_apply_update` (how the Adam
+    step reaches the parameter) and `_after_update` (bookkeeping after the parameter moved).
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        foreach: bool | None = None,
+        **extra_defaults: Any,
+    ):
+        if lr < 0.0:
+            raise ValueError(f"lr must be >= 0, got {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        if eps < 0.0:
+            raise ValueError(f"eps must be >= 0, got {eps}")
+        if weight_decay < 0.0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+        defaults = {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay, "foreach": foreach}
+        super().__init__(params, {**defaults, **extra_defaults})
+
+    @staticmethod
+    def named_params(group: dict[str, Any], group_index: int) -> list[tuple[str, Tensor]]:
+        """(name, parameter) pairs of a group; unnamed parameters get their position as name."""
+        names = group.get("param_names") or [f"{group_index}.{i}" for i in range(len(group["params"]))]
+        return list(zip(names, group["params"], strict=True))
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As `Optimizer.load_state_dict`, but integer state (sparse indices) keeps its dtype.
+
+        torch casts every state tensor to its parameter's dtype; for bf16 parameters that would corrupt indices.
+        """
+        integer_state = {
+            param_id: {
+                key: value for key, value in state.items() if torch.is_tensor(value) and not value.is_floating_point()
+            }
+            for param_id, state in state_dict["state"].items()
+        }
+        super().load_state_dict(state_dict)
+        saved_ids = chain.from_iterable(group["params"] for group in state_dict["param_groups"])
+        params = chain.from_iterable(group["params"] for group in self.param_groups)
+        for param_id, p in zip(saved_ids, params, strict=True):
+            for key, value in integer_state.get(param_id, {}).items():
+                self.state[p][key] = value.to(p.device)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group_index, group in enumerate(self.param_groups):
+            named = [(name, p) for name, p in self.named_params(group, group_index) if p.grad is not None]
+            if not named:
+                continue
+            for _, p in named:
+                if p.grad.is_sparse:
+                    raise RuntimeError("sparse gradients are not supported")
+                if "exp_avg" not in self.state[p]:
+                    self._init_state(group, p, self.state[p])
+            states = [self.state[p] for _, p in named]
+            for state in states:
+                state["step"] += 1
+            grads = self._prepare_gradients(group, named, states)
+            self._update_moments(group, [p for _, p in named], states, grads)
+            beta1, beta2 = group["betas"]
+            for (name, p), state in zip(named, states, strict=True):
+                step = state["step"]
+                step_size = group["lr"] * math.sqrt(1.0 - beta2**step) / (1.0 - beta1**step)
+                self._apply_update(group, name, p, state, step_size)
+                if group["weight_decay"] > 0.0:
+                    p.add_(p, alpha=-group["lr"] * group["weight_decay"])
+                self._after_update(group, p, state)
+        return loss
+
+    def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
+        state["step"] = 0
+        state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _prepare_gradients(
+        self, group: dict[str, Any], named: list[tuple[str, Tensor]], states: list[dict[str, Any]]
+    ) -> list[Tensor]:
+        return [p.grad for _, p in named]
+
+    @staticmethod
+    def _update_moments(group: dict[str, Any], params: list[Tensor], states: list[dict], grads: list[Tensor]) -> None:
+        beta1, beta2 = group["betas"]
+        exp_avgs = [state["exp_avg"] for state in states]
+        exp_avg_sqs = [state["exp_avg_sq"] for state in states]
+        foreach = group["foreach"]
+        if foreach is None:
+            foreach = all(p.is_cuda for p in params)
+        if foreach:
+            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+        else:
+            for exp_avg, exp_avg_sq, grad in zip(exp_avgs, exp_avg_sqs, grads, strict=True):
+                exp_avg.lerp_(grad, 1.0 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+
+    @staticmethod
+    def adam_delta(state: dict[str, Any], step_size: float, eps: float, indices: Tensor | None = None) -> Tensor:
+        """The Adam update `-step_size * m / (sqrt(v) + eps)`: dense, or flat at `indices` only."""
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        if indices is not None:
+            exp_avg, exp_avg_sq = exp_avg.view(-1)[indices], exp_avg_sq.view(-1)[indices]
+        return exp_avg / exp_avg_sq.sqrt().add_(eps) * -step_size
+
+    def _apply_update(self, group: dict[str, Any], name: str, p: Tensor, state: dict, step_size: float) -> None:
+        p.add_(self.adam_delta(state, step_size, group["eps"]))
+
+    def _after_update(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
+        """Hook for bookkeeping once the parameter has moved (EMA)."""

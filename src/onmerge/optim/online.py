@@ -1,0 +1,227 @@
+"""Online merging optimizers (OnDARE, OnTIES): merge every Adam update with the SFT task vector.
+
+Relaxed online merge (the paper's Eq. 2): `theta_t = theta_{t-1} + F(delta_t) (+) F(tau_r)`, where `delta_t` is the
+HF-legacy AdamW update and `tau_r = theta_sft - theta_base`. Behaviour follows the published implementation
+(QwenLM/online_merging_optimizers), with its defects fixed:
+
+- `tau_r` is sparsified once, at construction, with a fixed mask, and kept as indices + values (about p of a dense
+  copy) instead of a dense tensor.
+- step-K (`merge_every=K`) runs plain AdamW on every parameter between merges; the published code `return`ed from
+  inside the parameter loop there, updating only the first parameter on those steps.
+- magnitude pruning keeps at least one entry per tensor (the published OnTIES kept whole tensors dense whenever
+  `reserve_p * numel < 1`), and exact top-k avoids a full argsort per step.
+
+Each step's masks come from `seeded_generator(seed, name, step)`: deterministic, independent of visiting order, and
+resumable from `state_dict()` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from onmerge.merge_ops import (
+    SparseDelta,
+    dare,
+    keep_count,
+    magnitude_keep_indices,
+    magnitude_prune,
+    random_keep_indices,
+    rescale_to_l1,
+    seeded_generator,
+    sparse_sign_consensus,
+)
+from onmerge.optim.adamw import LegacyAdamW, ParamsT
+from onmerge.optim.task_vector import canonical_name
+
+# The published OnDARE clamps the sparsified (1/p-scaled) task vector and rescaled updates to this range.
+_CLIP_VALUE = 1.0
+
+
+class _OnlineMergingAdamW(LegacyAdamW):
+    """Shared machinery: validation, the sparse `tau_r`, step-K accumulation. Subclasses say how to sparsify and
+    how to combine."""
+
+    def __init__(
+        self,
+        params: ParamsT,
+        reference_delta: Mapping[str, Tensor],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        reserve_p: float = 0.01,
+        alpha: float = 1e-7,
+        merge_every: int = 1,
+        rescale: bool = False,
+        seed: int = 0,
+        foreach: bool | None = None,
+    ):
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            foreach=foreach,
+            reserve_p=reserve_p,
+            alpha=alpha,
+            merge_every=merge_every,
+            rescale=rescale,
+            seed=seed,
+        )
+        for group in self.param_groups:
+            _check_merge_options(group)
+        self._attach_reference_delta(reference_delta)
+
+    def _attach_reference_delta(self, reference_delta: Mapping[str, Tensor]) -> None:
+        by_name = {canonical_name(key): key for key in reference_delta}
+        trainable = [
+            (group, name, p)
+            for group_index, group in enumerate(self.param_groups)
+            for name, p in self.named_params(group, group_index)
+            if p.requires_grad
+        ]
+        missing = [name for _, name, _ in trainable if canonical_name(name) not in by_name]
+        if missing:
+            raise ValueError(
+                f"reference_delta has no entry for {len(missing)} trainable parameter(s), e.g. {missing[:5]}"
+            )
+        for group, name, p in trainable:
+            key = by_name[canonical_name(name)]
+            tau = reference_delta[key]
+            if tau.shape != p.shape:
+                raise ValueError(
+                    f"reference_delta[{key!r}] has shape {tuple(tau.shape)} but parameter {name!r} "
+                    f"has shape {tuple(p.shape)}"
+                )
+            if not torch.isfinite(tau).all():
+                raise ValueError(f"reference_delta[{key!r}] contains NaN or Inf")
+            work_dtype = torch.promote_types(p.dtype, torch.float32)  # bf16 weights: sparsify in float32
+            sparse = self._sparsify_reference(group, name, tau.to(device=p.device, dtype=work_dtype))
+            state = self.state[p]
+            state["reference_indices"] = sparse.indices
+            state["reference_values"] = sparse.values.to(p.dtype)
+
+    def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
+        super()._init_state(group, p, state)
+        if group["merge_every"] > 1:
+            state["merge_cache"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def _apply_update(self, group: dict[str, Any], name: str, p: Tensor, state: dict, step_size: float) -> None:
+        step, every = state["step"], group["merge_every"]
+        accumulated = None
+        if every > 1:
+            delta = self.adam_delta(state, step_size, group["eps"])
+            cache = state["merge_cache"]
+            if step % every != 0:  # plain AdamW between merges, remembered so the merge can take it back
+                cache.add_(delta)
+                p.add_(delta)
+                return
+            p.sub_(cache)
+            accumulated = delta.add_(cache)
+            cache.zero_()
+        generator = seeded_generator(group["seed"], name, step, device=p.device)
+        update = self._sparsify_update(group, state, step_size, generator, accumulated)
+        reference = SparseDelta(state["reference_indices"], state["reference_values"], p.shape)
+        self._merge(group, p, reference, update)
+
+    def _sparsify_reference(self, group: dict[str, Any], name: str, tau: Tensor) -> SparseDelta:
+        raise NotImplementedError
+
+    def _sparsify_update(
+        self,
+        group: dict[str, Any],
+        state: dict[str, Any],
+        step_size: float,
+        generator: torch.Generator,
+        accumulated: Tensor | None,
+    ) -> SparseDelta:
+        """F(delta): from the moments (only at the kept entries when possible), or from a step-K `accumulated`."""
+        raise NotImplementedError
+
+    def _merge(self, group: dict[str, Any], p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
+        raise NotImplementedError
+
+
+def _check_merge_options(group: dict[str, Any]) -> None:
+    if not 0.0 < group["reserve_p"] <= 1.0:
+        raise ValueError(f"reserve_p must lie in (0, 1], got {group['reserve_p']}")
+    if not 0.0 <= group["alpha"] < 1.0:
+        raise ValueError(f"alpha must lie in [0, 1), got {group['alpha']}")
+    if int(group["merge_every"]) != group["merge_every"] or group["merge_every"] < 1:
+        raise ValueError(f"merge_every must be an integer >= 1, got {group['merge_every']}")
+
+
+def _clamped(sparse: SparseDelta) -> SparseDelta:
+    return SparseDelta(sparse.indices, sparse.values.clamp(-_CLIP_VALUE, _CLIP_VALUE), sparse.shape)
+
+
+class OnDAREAdamW(_OnlineMergingAdamW):
+    """OnDARE (Eq. 3-4): `theta += (1 - alpha) * F_rand(delta) + alpha * F_rand(tau_r)`.
+
+    `F_rand` keeps each entry with probability `reserve_p` and scales kept entries by `1/reserve_p` (dropout), as the
+    published code does, so the sparsified update is unbiased; the paper's text omits the rescaling, the code that
+    produced its numbers applies it. The fixed `F_rand(tau_r)` is clamped to [-1, 1]. `rescale=True` additionally
+    restores each sparsified update's L1 norm (then clamps), the published optional flag.
+
+    Only `reserve_p` of the entries are drawn, computed and written each step: the moments stay dense, the update
+    does not. `reserve_p=1, alpha=0` is plain HF-legacy AdamW; `alpha=0` is update dropout.
+    """
+
+    def _sparsify_reference(self, group: dict[str, Any], name: str, tau: Tensor) -> SparseDelta:
+        generator = seeded_generator(group["seed"], name, "reference", device=tau.device)
+        return _clamped(dare(tau, group["reserve_p"], generator))
+
+    def _sparsify_update(self, group, state, step_size, generator, accumulated):
+        reserve_p, eps = group["reserve_p"], group["eps"]
+        if accumulated is None and not group["rescale"]:
+            shape = state["exp_avg"].shape
+            indices = random_keep_indices(shape.numel(), reserve_p, generator, device=state["exp_avg"].device)
+            return SparseDelta(indices, self.adam_delta(state, step_size, eps, indices) / reserve_p, shape)
+        dense = self.adam_delta(state, step_size, eps) if accumulated is None else accumulated
+        sparse = dare(dense, reserve_p, generator)
+        if group["rescale"]:
+            sparse = _clamped(rescale_to_l1(sparse, dense.abs().sum(), eps=eps))
+        return sparse
+
+    def _merge(self, group: dict[str, Any], p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
+        alpha = group["alpha"]
+        if alpha > 0.0:
+            reference.add_to_(p, alpha)
+        update.add_to_(p, 1.0 - alpha)
+
+
+class OnTIESAdamW(_OnlineMergingAdamW):
+    """OnTIES (Eq. 5-7): top-`reserve_p` by magnitude per tensor, then sign consensus with `F_topk(tau_r)`.
+
+    As published: kept entries are not rescaled (unless `rescale=True`, which restores the L1 norm); the sign is
+    elected from the *unweighted* sum of the two sparsified tensors, entries that disagree with it are zeroed, and
+    `alpha * F(tau_r) + (1 - alpha) * F(delta)` is added. Top-k is exact, computed on `|m| / (sqrt(v) + eps)` (the
+    update's magnitude up to the step size) through a sampled-threshold candidate set instead of a full argsort.
+    """
+
+    def _sparsify_reference(self, group: dict[str, Any], name: str, tau: Tensor) -> SparseDelta:
+        return magnitude_prune(tau, group["reserve_p"], rescale_l1=group["rescale"])
+
+    def _sparsify_update(self, group, state, step_size, generator, accumulated):
+        if accumulated is not None:
+            return magnitude_prune(accumulated, group["reserve_p"], rescale_l1=group["rescale"])
+        eps = group["eps"]
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        scores = exp_avg.abs().div_(exp_avg_sq.sqrt().add_(eps))
+        indices = magnitude_keep_indices(scores, keep_count(scores.numel(), group["reserve_p"]))
+        sparse = SparseDelta(indices, self.adam_delta(state, step_size, eps, indices), exp_avg.shape)
+        if group["rescale"]:
+            sparse = rescale_to_l1(sparse, scores.sum() * step_size)
+        return sparse
+
+    def _merge(self, group: dict[str, Any], p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
+        alpha = group["alpha"]
+        keep_reference, keep_update = sparse_sign_consensus(reference, update)
+        p.view(-1).index_add_(0, reference.indices, reference.values * keep_reference * alpha)
+        p.view(-1).index_add_(0, update.indices, (update.values * keep_update * (1.0 - alpha)).to(p.dtype))

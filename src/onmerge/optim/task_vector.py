@@ -1,0 +1,108 @@
+"""Task vectors `tau = theta_tuned - theta_base`, matched by parameter name and computed one tensor at a time.
+
+The online optimizers need the SFT task vector once, to sparsify it. Holding base and SFT models fully in memory at
+once (as the published code does) doubles a 7B run's footprint; here a checkpoint folder is read tensor by tensor
+from its safetensors files, so at most one pair of tensors is materialised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import Tensor, nn
+
+# Prefixes that wrappers (DDP, FSDP with use_orig_params, activation checkpointing, torch.compile) add to names.
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+
+
+def canonical_name(name: str) -> str:
+    """A parameter name with wrapper prefixes removed, so wrapped policies match checkpoint names."""
+    parts = [part for part in name.split(".") if f"{part}." not in _WRAPPER_PREFIXES]
+    return ".".join(parts)
+
+
+class _ModuleSource:
+    def __init__(self, module: nn.Module):
+        self._params = {canonical_name(name): param for name, param in module.named_parameters()}
+
+    def shapes(self) -> dict[str, torch.Size]:
+        return {name: param.shape for name, param in self._params.items()}
+
+    def load(self, name: str) -> Tensor:
+        return self._params[name].detach()
+
+
+class _CheckpointSource:
+    """Tensors of a safetensors checkpoint folder (single file or sharded), read one at a time."""
+
+    def __init__(self, folder: Path):
+        if not folder.is_dir():
+            raise ValueError(f"model folder {folder} does not exist")
+        shards = sorted(folder.glob("*.safetensors"))
+        if not shards:
+            raise ValueError(f"model folder {folder} holds no *.safetensors weights")
+        self._entries: dict[str, tuple[Path, str, torch.Size]] = {}
+        for shard in shards:
+            with safe_open(shard, framework="pt") as handle:
+                for stored_name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    shape = torch.Size(handle.get_slice(stored_name).get_shape())
+                    self._entries[canonical_name(stored_name)] = (shard, stored_name, shape)
+
+    def shapes(self) -> dict[str, torch.Size]:
+        return {name: shape for name, (_, _, shape) in self._entries.items()}
+
+    def load(self, name: str) -> Tensor:
+        shard, stored_name, _ = self._entries[name]
+        with safe_open(shard, framework="pt") as handle:
+            return handle.get_tensor(stored_name)
+
+
+def _source(model: nn.Module | str | Path) -> _ModuleSource | _CheckpointSource:
+    if isinstance(model, nn.Module):
+        return _ModuleSource(model)
+    return _CheckpointSource(Path(model))
+
+
+class TaskVector(Mapping[str, Tensor]):
+    """`tuned - base` per parameter name, computed lazily in `dtype` (float32 by default, whatever the storage)."""
+
+    def __init__(self, base: nn.Module | str | Path, tuned: nn.Module | str | Path, dtype: torch.dtype = torch.float32):
+        self._base, self._tuned, self._dtype = _source(base), _source(tuned), dtype
+        base_shapes, tuned_shapes = self._base.shapes(), self._tuned.shapes()
+        only_base = sorted(base_shapes.keys() - tuned_shapes.keys())
+        only_tuned = sorted(tuned_shapes.keys() - base_shapes.keys())
+        if only_base or only_tuned:
+            raise ValueError(
+                "base and tuned models have different parameter names: "
+                f"only in base {only_base[:5]}, only in tuned {only_tuned[:5]}"
+            )
+        for name, shape in tuned_shapes.items():
+            if base_shapes[name] != shape:
+                raise ValueError(
+                    f"parameter {name!r} has shape {tuple(base_shapes[name])} in base but {tuple(shape)} in tuned"
+                )
+        self._shapes = tuned_shapes
+
+    def shape_of(self, name: str) -> torch.Size:
+        return self._shapes[name]
+
+    def __getitem__(self, name: str) -> Tensor:
+        if name not in self._shapes:
+            raise KeyError(name)
+        return self._tuned.load(name).to(self._dtype) - self._base.load(name).to(self._dtype)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._shapes)
+
+    def __len__(self) -> int:
+        return len(self._shapes)
+
+
+def task_vector(
+    base: nn.Module | str | Path, tuned: nn.Module | str | Path, dtype: torch.dtype = torch.float32
+) -> Mapping[str, Tensor]:
+    """`tuned - base` by parameter name; `base`/`tuned` are modules or HF checkpoint folders (safetensors)."""
+    return TaskVector(base, tuned, dtype)
