@@ -1,0 +1,14 @@
+# Reproduction of "Online Merging Optimizers for Boosting Rewards and Mitigating Tax in Alignment" (arXiv 2405.17931).
+# Stages live in workflow/rules/, one file each; the package in src/onmerge does the work.
+
+configfile: "workflow/config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/benchmarks.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/bench/optim.tsv",

@@ -1,0 +1,43 @@
+"""The install story: pins agree everywhere, CI runs the README's test command, the entry point works."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from onmerge.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pyproject_pins() -> set[str]:
+    return set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+
+
+def test_conda_environment_pins_match_pyproject():
+    environment = yaml.safe_load((ROOT / "envs" / "onmerge.yaml").read_text())
+    pip_section = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
+    assert set(pip_section) == pyproject_pins()
+    assert "python=3.11" in environment["dependencies"]
+
+
+def test_every_dependency_is_pinned_exactly():
+    assert all("==" in pin for pin in pyproject_pins())
+
+
+def test_setup_installs_the_pinned_torch_first():
+    setup = (ROOT / "envs" / "setup-venv.sh").read_text()
+    torch_pin = next(pin for pin in pyproject_pins() if pin.startswith("torch=="))
+    torch_line = setup.index(f"pip install --quiet {torch_pin}")
+    assert torch_line < setup.index('pip install --quiet -e ".[test]"')
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    command = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    readme_lines = [line.strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    assert command in readme_lines
+
+
+def test_console_entry_point_parses_the_benchmark_command():
+    args = build_parser().parse_args(["bench", "optim", "--params", "1000", "--tensors", "2"])
+    assert (args.command, args.kind, args.params, args.tensors) == ("bench", "optim", 1000, 2)

@@ -1,0 +1,16 @@
+rule bench_optim:
+    """One step of each optimizer against torch's AdamW: ms/step, ratio, state bytes (the issue's targets)."""
+    output:
+        "results/bench/optim.tsv",
+    log:
+        "logs/bench/optim.log",
+    benchmark:
+        "benchmarks/bench/optim.tsv"
+    params:
+        bench=config["benchmarks"]["optimizer"],
+    threads: workflow.cores
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "python -m onmerge.cli bench optim --params {params.bench[params]} --tensors {params.bench[tensors]}"
+        " --reserve-p {params.bench[reserve_p]} --repeats {params.bench[repeats]} --out {output} > {log} 2>&1"
