@@ -1,6 +1,7 @@
 """Online merging optimizers against an independent dense re-implementation of the published algorithm."""
 
 import io
+import json
 import math
 import re
 
@@ -461,8 +462,12 @@ def test_task_vector_from_modules_and_checkpoints(tmp_path):
     save_file({n: p.detach() for n, p in base.named_parameters()}, tmp_path / "base" / "model.safetensors")
     # A sharded checkpoint: two files.
     tuned_weights = {n: p.detach() for n, p in tuned.named_parameters()}
-    save_file({n: w for n, w in tuned_weights.items() if n.startswith("first")}, tmp_path / "tuned" / "a.safetensors")
-    save_file({n: w for n, w in tuned_weights.items() if n.startswith("second")}, tmp_path / "tuned" / "b.safetensors")
+    shards = {name: "a.safetensors" if name.startswith("first") else "b.safetensors" for name in tuned_weights}
+    for shard in ("a.safetensors", "b.safetensors"):
+        save_file({n: w for n, w in tuned_weights.items() if shards[n] == shard}, tmp_path / "tuned" / shard)
+    (tmp_path / "tuned" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": shards}))
+    # Not a weight file of the checkpoint: must be ignored.
+    save_file({"unrelated": torch.zeros(2)}, tmp_path / "tuned" / "adapter_model.safetensors")
     from_folders = task_vector(tmp_path / "base", tmp_path / "tuned", dtype=torch.float64)
     assert set(from_modules) == set(from_folders) == set(expected)
     for name, value in expected.items():
@@ -473,11 +478,11 @@ def test_task_vector_from_modules_and_checkpoints(tmp_path):
 def test_task_vector_rejects_mismatched_models(tmp_path):
     base = make_model()
     other = nn.Linear(12, 25).double()
-    with pytest.raises(ValueError, match="different parameter names"):
+    with pytest.raises(ValueError, match=r"parameter 'bias' is in the tuned model but not in the base model"):
         task_vector(base, other)
     wider = make_model()
     wider.first = nn.Linear(12, 30)
-    with pytest.raises(ValueError, match=r"'first\.weight' has shape \(24, 12\) in base but \(30, 12\) in tuned"):
+    with pytest.raises(ValueError, match=r"'first\.bias' has shape \(24,\) in the base model but \(30,\) in the tuned"):
         task_vector(base, wider)
     with pytest.raises(ValueError, match="does not exist"):
         task_vector(tmp_path / "missing", base)

@@ -22,20 +22,19 @@ first. mergekit's README.md and mergekit_config.yml stay as a record of the merg
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import safetensors
 import torch
 from mergekit.config import MergeConfiguration
 from mergekit.io.tasks import LoaderCache
 from mergekit.merge import MergeOptions, run_merge
 from torch import Tensor
 
+from onmerge.checkpoints import check_same_parameters, parameter_locations
 from onmerge.merge_ops import dare, magnitude_prune, rescale_to_l1, seeded_generator, sign_consensus
 
 MergeMethod = Literal["linear", "dare", "ties"]
@@ -86,7 +85,7 @@ def merge_with_reference(
     _check_fraction("weight", weight, allow_zero=True)
     _check_density(method, density)
     folders = {"rlhf": Path(rlhf), "sft": Path(sft), "base": Path(base)}
-    _check_same_parameters({role: _checkpoint_shapes(role, folder) for role, folder in folders.items()})
+    check_same_parameters({role: _checkpoint_shapes(role, folder) for role, folder in folders.items()})
     out = Path(out)
     _check_output(out, folders.values(), overwrite)
 
@@ -111,7 +110,7 @@ def interpolate(*, rlhf: Path, sft: Path, lam: float, out: Path, overwrite: bool
     """
     _check_fraction("lam", lam, allow_zero=True)
     folders = {"rlhf": Path(rlhf), "sft": Path(sft)}
-    _check_same_parameters({role: _checkpoint_shapes(role, folder) for role, folder in folders.items()})
+    check_same_parameters({role: _checkpoint_shapes(role, folder) for role, folder in folders.items()})
     out = Path(out)
     _check_output(out, folders.values(), overwrite)
     config = _mergekit_config(
@@ -144,7 +143,7 @@ def reference_merge(
     _check_fraction("weight", weight, allow_zero=True)
     _check_density(method, density)
     state_dicts = {"rlhf": rlhf_sd, "sft": sft_sd, "base": base_sd}
-    _check_same_parameters({role: {name: tuple(t.shape) for name, t in sd.items()} for role, sd in state_dicts.items()})
+    check_same_parameters({role: {name: tuple(t.shape) for name, t in sd.items()} for role, sd in state_dicts.items()})
     merged = {}
     for name in sft_sd:
         rlhf, sft, base = rlhf_sd[name], sft_sd[name], base_sd[name]
@@ -278,45 +277,10 @@ def _check_density(method: str, density: float | None) -> None:
 
 
 def _checkpoint_shapes(role: str, folder: Path) -> dict[str, tuple[int, ...]]:
-    """Parameter name -> shape from a HF folder's safetensors headers, without loading any tensor.
-
-    Reads the files mergekit reads: the shards a `model.safetensors.index.json` lists, else `model.safetensors`.
-    """
-    if not folder.is_dir():
-        raise ValueError(f"{role} model folder {folder} does not exist")
-    if not (folder / "config.json").is_file():
+    """Parameter name -> shape of a HF folder mergekit can merge (it also needs the folder's config.json)."""
+    if folder.is_dir() and not (folder / "config.json").is_file():
         raise ValueError(f"{role} model folder {folder} has no config.json")
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        shards = sorted({folder / shard for shard in json.loads(index.read_text())["weight_map"].values()})
-    elif (folder / "model.safetensors").is_file():
-        shards = [folder / "model.safetensors"]
-    else:
-        raise ValueError(f"{role} model folder {folder} has no model.safetensors or model.safetensors.index.json")
-    shapes: dict[str, tuple[int, ...]] = {}
-    for shard in shards:
-        if not shard.is_file():
-            raise ValueError(f"{role} model folder {folder} lacks the shard {shard.name} its index lists")
-        with safetensors.safe_open(str(shard), framework="pt") as checkpoint:
-            names = checkpoint.keys()
-            shapes.update((name, tuple(checkpoint.get_slice(name).get_shape())) for name in names)
-    return shapes
-
-
-def _check_same_parameters(shapes_by_role: dict[str, dict[str, tuple[int, ...]]]) -> None:
-    """Every model must hold the same parameter names with the same shapes; name the first that does not."""
-    (first_role, first), *others = shapes_by_role.items()
-    for role, shapes in others:
-        for name in sorted(first.keys() | shapes.keys()):
-            if name not in shapes:
-                raise ValueError(f"parameter {name!r} is in the {first_role} model but not in the {role} model")
-            if name not in first:
-                raise ValueError(f"parameter {name!r} is in the {role} model but not in the {first_role} model")
-            if first[name] != shapes[name]:
-                raise ValueError(
-                    f"parameter {name!r} has shape {first[name]} in the {first_role} model "
-                    f"but {shapes[name]} in the {role} model"
-                )
+    return {name: tuple(shape) for name, (_, shape) in parameter_locations(folder, role).items()}
 
 
 def _check_output(out: Path, inputs: Iterable[Path], overwrite: bool) -> None:

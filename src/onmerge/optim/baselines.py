@@ -16,6 +16,7 @@ class ChildTuningAdamW(LegacyAdamW):
 
     Unlike OnDARE with `alpha=0`, which drops entries of the *update*, this drops entries of the *gradient* before
     they enter the moments (the task-free variant of ChildTuning). The paper runs it at the same reserve rate.
+    Like the original ChildTuning optimizer, it masks `p.grad` in place (no dense temporary per step).
     """
 
     def __init__(
@@ -37,14 +38,14 @@ class ChildTuningAdamW(LegacyAdamW):
     def _prepare_gradients(
         self, group: dict[str, Any], named: list[tuple[str, Tensor]], states: list[dict[str, Any]]
     ) -> list[Tensor]:
-        masked = []
         for (name, p), state in zip(named, states, strict=True):
             generator = seeded_generator(group["seed"], name, state["step"], device=p.device)
             indices = random_keep_indices(p.numel(), group["reserve_p"], generator, device=p.device)
-            grad = torch.zeros_like(p.grad)
-            grad.view(-1)[indices] = p.grad.reshape(-1)[indices] / group["reserve_p"]
-            masked.append(grad)
-        return masked
+            flat_grad = p.grad.view(-1)
+            kept = flat_grad[indices] / group["reserve_p"]
+            flat_grad.zero_()
+            flat_grad[indices] = kept
+        return [p.grad for _, p in named]
 
 
 class EMAAdamW(LegacyAdamW):

@@ -213,7 +213,8 @@ class OnTIESAdamW(_OnlineMergingAdamW):
             return magnitude_prune(accumulated, group["reserve_p"], rescale_l1=group["rescale"])
         eps = group["eps"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        scores = exp_avg.abs().div_(exp_avg_sq.sqrt().add_(eps))
+        scores = torch.sqrt(exp_avg_sq, out=self.workspace(exp_avg)).add_(eps)
+        scores = torch.div(exp_avg, scores, out=scores).abs_()
         indices = magnitude_keep_indices(scores, keep_count(scores.numel(), group["reserve_p"]))
         sparse = SparseDelta(indices, self.adam_delta(state, step_size, eps, indices), exp_avg.shape)
         if group["rescale"]:

@@ -14,6 +14,8 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from onmerge.checkpoints import check_same_parameters, parameter_locations
+
 # Prefixes that wrappers (DDP, FSDP with use_orig_params, activation checkpointing, torch.compile) add to names.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
 
@@ -38,52 +40,30 @@ class _ModuleSource:
 class _CheckpointSource:
     """Tensors of a safetensors checkpoint folder (single file or sharded), read one at a time."""
 
-    def __init__(self, folder: Path):
-        if not folder.is_dir():
-            raise ValueError(f"model folder {folder} does not exist")
-        shards = sorted(folder.glob("*.safetensors"))
-        if not shards:
-            raise ValueError(f"model folder {folder} holds no *.safetensors weights")
-        self._entries: dict[str, tuple[Path, str, torch.Size]] = {}
-        for shard in shards:
-            with safe_open(shard, framework="pt") as handle:
-                for stored_name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                    shape = torch.Size(handle.get_slice(stored_name).get_shape())
-                    self._entries[canonical_name(stored_name)] = (shard, stored_name, shape)
+    def __init__(self, folder: Path, role: str):
+        self._locations = parameter_locations(folder, role)
 
     def shapes(self) -> dict[str, torch.Size]:
-        return {name: shape for name, (_, _, shape) in self._entries.items()}
+        return {name: shape for name, (_, shape) in self._locations.items()}
 
     def load(self, name: str) -> Tensor:
-        shard, stored_name, _ = self._entries[name]
-        with safe_open(shard, framework="pt") as handle:
-            return handle.get_tensor(stored_name)
+        with safe_open(self._locations[name][0], framework="pt") as handle:
+            return handle.get_tensor(name)
 
 
-def _source(model: nn.Module | str | Path) -> _ModuleSource | _CheckpointSource:
+def _source(model: nn.Module | str | Path, role: str) -> _ModuleSource | _CheckpointSource:
     if isinstance(model, nn.Module):
         return _ModuleSource(model)
-    return _CheckpointSource(Path(model))
+    return _CheckpointSource(Path(model), role)
 
 
 class TaskVector(Mapping[str, Tensor]):
     """`tuned - base` per parameter name, computed lazily in `dtype` (float32 by default, whatever the storage)."""
 
     def __init__(self, base: nn.Module | str | Path, tuned: nn.Module | str | Path, dtype: torch.dtype = torch.float32):
-        self._base, self._tuned, self._dtype = _source(base), _source(tuned), dtype
-        base_shapes, tuned_shapes = self._base.shapes(), self._tuned.shapes()
-        only_base = sorted(base_shapes.keys() - tuned_shapes.keys())
-        only_tuned = sorted(tuned_shapes.keys() - base_shapes.keys())
-        if only_base or only_tuned:
-            raise ValueError(
-                "base and tuned models have different parameter names: "
-                f"only in base {only_base[:5]}, only in tuned {only_tuned[:5]}"
-            )
-        for name, shape in tuned_shapes.items():
-            if base_shapes[name] != shape:
-                raise ValueError(
-                    f"parameter {name!r} has shape {tuple(base_shapes[name])} in base but {tuple(shape)} in tuned"
-                )
+        self._base, self._tuned, self._dtype = _source(base, "base"), _source(tuned, "tuned"), dtype
+        tuned_shapes = self._tuned.shapes()
+        check_same_parameters({"base": self._base.shapes(), "tuned": tuned_shapes})
         self._shapes = tuned_shapes
 
     def shape_of(self, name: str) -> torch.Size:
