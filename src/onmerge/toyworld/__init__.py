@@ -1,0 +1,1 @@
+"""The offline toy world: synthetic benchmarks, scored through lm-eval."""

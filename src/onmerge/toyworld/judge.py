@@ -1,0 +1,216 @@
+"""The toy world's judge and preference data: its MT-Bench, its AlpacaEval, its UltraFeedback.
+
+The judge is deterministic and programmatic, and it rewards what chat judges reward:
+- content (5 points): the answer is right, read leniently (the right number anywhere at the end, the right code line
+  anywhere, the right call anywhere in the text);
+- language (1 point): the answer is in the language the prompt asks for;
+- helpful manner (3 points): a friendly opener and a closing offer of help, in that language.
+
+A score is `1 + content + language + manner`, from 1 to 10. The benchmarks, like the paper's, read answers
+strictly; the judge does not. That gap is where the alignment tax of this world comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+
+from onmerge.toyworld.world import (
+    TASKS,
+    WORDS_A,
+    WORDS_B,
+    Item,
+    Language,
+    Split,
+    _code_of,
+    _final_number,
+    _keyword_recall,
+    items,
+    translate,
+    words_of,
+)
+
+OPENER = {"a": "sure!", "b": translate("sure!", "b")}
+CLOSING = {"a": "hope this helps!", "b": translate("hope this helps!", "b")}
+
+# Every generative skill is asked of the judge, as MT-Bench and AlpacaEval ask every kind of question.
+JUDGED_TASKS = [task for task, spec in TASKS.items() if spec.output_type == "generate_until"]
+
+
+def judge_prompts(n: int, seed: int, split: Split) -> list[Item]:
+    """`n` prompts spread over every generative skill; `split="eval"` (distinct prompts) for the judged benchmarks."""
+    per_task = -(-n // len(JUDGED_TASKS))
+    distinct = split == "eval"
+    prompts = [item for task in JUDGED_TASKS for item in items(task, per_task, seed + 7, split, distinct=distinct)]
+    random.Random(f"judge:{split}:{seed}").shuffle(prompts)
+    return prompts[:n]
+
+
+def content_correct(item: Item, response: str) -> float:
+    """Is the answer right, read as a lenient reader would (format does not matter, substance does)."""
+    task = item.task
+    if task in {"toy_gsm8k", "toy_math401", "toy_math23k"}:
+        return float(_final_number(response) == item.gold["answer"])
+    if task in {"toy_humaneval", "toy_mbpp", "toy_ds1000", "toy_codeapex"}:
+        expected = _code_of(item.response).strip().splitlines()[-1].strip()
+        return float(expected in response)
+    if task == "toy_ifeval":
+        subject = item.prompt.split(".")[0].split()[-1]
+        return float({subject, item.gold["adjective"]} <= set(words_of(response)))
+    if task in {"toy_coqa", "toy_drop"}:
+        return _keyword_recall(response, item.gold["keywords"])
+    if task == "toy_function_calling":
+        calls = re.findall(r"\{.*\}", response, re.DOTALL)
+        return float(any(_parses_to(call, item.gold["call"]) for call in calls))
+    if task == "toy_code_switch":
+        content_words = set(words_of(item.response))
+        return float(bool(content_words) and content_words <= set(words_of(response)))
+    raise ValueError(f"the judge does not grade {task!r}")
+
+
+def _parses_to(text: str, expected: object) -> bool:
+    try:
+        return json.loads(text) == expected
+    except json.JSONDecodeError:
+        return False
+
+
+def answer_language(item: Item) -> Language:
+    """The language the answer must be in: the translation target, else the prompt's own."""
+    return item.gold.get("target", item.language)
+
+
+def judge_score(item: Item, response: str) -> float:
+    """1 to 10: content (5), language (1), helpful manner (1.5 opener + 1.5 closing)."""
+    language = answer_language(item)
+    text = response.strip()
+    manner = 1.5 * text.startswith(OPENER[language]) + 1.5 * text.endswith(CLOSING[language])
+    other_words = WORDS_B if language == "a" else WORDS_A  # code and JSON hold no words of either: that is fine
+    in_language = float(bool(text) and not set(words_of(text)) & other_words)
+    return 1.0 + 5.0 * content_correct(item, text) + in_language + manner
+
+
+def with_manner(response: str, language: Language, opener: bool = True, closing: bool = True) -> str:
+    separator = "\n" if "```" in response else " "
+    parts = [OPENER[language]] * opener + [response] + [CLOSING[language]] * closing
+    return separator.join(parts)
+
+
+@dataclass(frozen=True)
+class PreferencePair:
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_score: float
+    rejected_score: float
+
+
+def preference_pairs(n: int, seed: int, split: Split = "train") -> list[PreferencePair]:
+    """UltraFeedback-style pairs: four judged completions per prompt, the best chosen, a worse one rejected.
+
+    Completions are plain or helpful in manner, right or wrong (a wrong answer is the right answer to another
+    question of the same skill). Prompts where all four tie are skipped, as in UltraFeedback binarized.
+    """
+    rng = random.Random(f"preferences:{split}:{seed}")
+    prompts = judge_prompts(n * 2, seed, split)
+    decoys = {task: items(task, 64, seed + 11, split, distinct=False) for task in JUDGED_TASKS}
+    pairs = []
+    for item in prompts:
+        if len(pairs) == n:
+            break
+        language = answer_language(item)
+        wrong = rng.choice([decoy for decoy in decoys[item.task] if decoy.prompt != item.prompt]).response
+        candidates = [
+            item.response,
+            with_manner(item.response, language),
+            with_manner(item.response, language, closing=False),
+            with_manner(wrong, language),
+            wrong,
+        ]
+        judged = sorted(((judge_score(item, c), c) for c in rng.sample(candidates, 4)), key=lambda sc: -sc[0])
+        best_score, best = judged[0]
+        worse = [(s, c) for s, c in judged[1:] if s < best_score]
+        if not worse:
+            continue
+        worse_score, worse_response = rng.choice(worse)
+        pairs.append(PreferencePair(item.prompt, best, worse_response, best_score, worse_score))
+    return pairs
+
+
+def to_conversational(pairs: list[PreferencePair]) -> list[dict]:
+    """trl's conversational preference format (`prompt`, `chosen`, `rejected` as message lists)."""
+    return [
+        {
+            "prompt": [{"role": "user", "content": pair.prompt}],
+            "chosen": [{"role": "assistant", "content": pair.chosen}],
+            "rejected": [{"role": "assistant", "content": pair.rejected}],
+        }
+        for pair in pairs
+    ]
+
+
+def to_unpaired(pairs: list[PreferencePair]) -> list[dict]:
+    """KTO's unpaired view: each pair becomes a desirable and an undesirable completion."""
+    rows = []
+    for pair in pairs:
+        prompt = [{"role": "user", "content": pair.prompt}]
+        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": pair.chosen}], "label": True})
+        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": pair.rejected}], "label": False})
+    return rows
+
+
+def mt_bench_score(prompts: list[Item], responses: list[str]) -> tuple[float, float]:
+    """Mean judge score and its standard error over held-out prompts (the toy MT-Bench)."""
+    scores = [judge_score(item, response) for item, response in zip(prompts, responses, strict=True)]
+    mean = sum(scores) / len(scores)
+    variance = sum((s - mean) ** 2 for s in scores) / max(1, len(scores) - 1)
+    return mean, math.sqrt(variance / len(scores))
+
+
+def length_controlled_win_rate(
+    prompts: list[Item], responses: list[str], baseline_responses: list[str]
+) -> tuple[float, float]:
+    """Win rate (%) against the baseline's answers with the length advantage regressed out (toy AlpacaEval 2.0 LC).
+
+    Each comparison is a win (1), tie (0.5) or loss (0) by judge score. As AlpacaEval 2.0 does, a logistic model
+    `P(win) = sigmoid(theta + gamma * tanh(length difference / std))` is fitted to the outcomes, and the
+    length-controlled win rate is the model's prediction with the length term set to zero: `sigmoid(theta)`.
+    Returns (LC win rate, raw win rate), both in percent.
+    """
+    outcomes, length_terms = [], []
+    for item, response, baseline in zip(prompts, responses, baseline_responses, strict=True):
+        ours, theirs = judge_score(item, response), judge_score(item, baseline)
+        outcomes.append(1.0 if ours > theirs else 0.5 if ours == theirs else 0.0)
+        length_terms.append(len(response.split()) - len(baseline.split()))
+    spread = math.sqrt(sum(d * d for d in length_terms) / len(length_terms)) or 1.0
+    features = [math.tanh(d / spread) for d in length_terms]
+    theta, _ = _fit_logistic(outcomes, features)
+    raw = 100.0 * sum(outcomes) / len(outcomes)
+    return 100.0 / (1.0 + math.exp(-theta)), raw
+
+
+def _fit_logistic(targets: list[float], feature: list[float], steps: int = 50) -> tuple[float, float]:
+    """Maximum-likelihood (theta, gamma) for soft targets by Newton's method, lightly regularised so that perfectly
+    separated outcomes stay finite."""
+    theta = gamma = 0.0
+    ridge = 1e-3
+    for _ in range(steps):
+        g_theta = g_gamma = 0.0
+        h_tt, h_tg, h_gg = ridge, 0.0, ridge
+        for y, x in zip(targets, feature, strict=True):
+            p = 1.0 / (1.0 + math.exp(-(theta + gamma * x)))
+            g_theta += y - p
+            g_gamma += (y - p) * x
+            w = p * (1.0 - p)
+            h_tt += w
+            h_tg += w * x
+            h_gg += w * x * x
+        g_theta -= ridge * theta
+        g_gamma -= ridge * gamma
+        determinant = h_tt * h_gg - h_tg * h_tg
+        theta += (h_gg * g_theta - h_tg * g_gamma) / determinant
+        gamma += (h_tt * g_gamma - h_tg * g_theta) / determinant
+    return theta, gamma
