@@ -1,0 +1,101 @@
+"""RLHF cells through trl with the project's optimizers: what gets written, and that it trained."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
+
+from tiny import save_base_and_sft, tiny_preference_dataset, tiny_unpaired_dataset
+
+pytestmark = pytest.mark.slow
+
+TINY = {"learning_rate": 1e-3, "epochs": 1, "batch_size": 4, "warmup_steps": 1, "max_length": 64}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
+    return save_base_and_sft(tmp_path_factory.mktemp("models"))
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(folder / "model.safetensors")
+
+
+def moved(trained: Path, sft: Path) -> float:
+    before, after = weights(sft), weights(trained)
+    return max((after[name] - before[name]).abs().max().item() for name in before)
+
+
+@pytest.mark.parametrize(
+    "loss, spec",
+    [
+        ("dpo", OptimizerSpec("ondare", reserve_p=0.5, alpha=0.01)),
+        ("ipo", OptimizerSpec("onties", reserve_p=0.5, alpha=0.01)),
+        ("kto", OptimizerSpec("adamw")),
+    ],
+)
+def test_cell_trains_and_writes_a_loadable_model(checkpoints, tmp_path, loss, spec):
+    base, sft = checkpoints
+    rows = (tiny_unpaired_dataset(8) if loss == "kto" else tiny_preference_dataset(8)).to_list()
+    out = tmp_path / "cell"
+    train_preference(
+        sft=sft, base=base, rows=rows, out=out, training=PreferenceTraining(loss=loss, **TINY), optimizer=spec
+    )
+    assert moved(out, sft) > 1e-5
+    assert (out / "tokenizer_config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell"], "no staging folder left behind"
+
+
+def test_ema_cell_saves_the_averaged_weights(checkpoints, tmp_path):
+    base, sft = checkpoints
+    rows = tiny_preference_dataset(8).to_list()
+    training = PreferenceTraining(**TINY)
+    adamw = train_preference(
+        sft=sft, base=base, rows=rows, out=tmp_path / "adamw", training=training, optimizer=OptimizerSpec("adamw")
+    )
+    ema = train_preference(
+        sft=sft,
+        base=base,
+        rows=rows,
+        out=tmp_path / "ema",
+        training=training,
+        optimizer=OptimizerSpec("ema", ema_decay=0.01),
+    )
+    assert 0 < moved(ema, sft) < 0.1 * moved(adamw, sft)
+
+
+def test_online_optimizer_needs_the_base_model(checkpoints, tmp_path):
+    _, sft = checkpoints
+    with pytest.raises(ValueError, match="needs the base model"):
+        train_preference(
+            sft=sft,
+            base=None,
+            rows=tiny_preference_dataset(4).to_list(),
+            out=tmp_path / "cell",
+            training=PreferenceTraining(**TINY),
+            optimizer=OptimizerSpec("ondare"),
+        )
+    assert not (tmp_path / "cell").exists()
+
+
+def test_failed_training_leaves_no_output(checkpoints, tmp_path, monkeypatch):
+    base, sft = checkpoints
+    from trl import DPOTrainer
+
+    def explode(self, *args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(DPOTrainer, "train", explode)
+    with pytest.raises(RuntimeError, match="killed"):
+        train_preference(
+            sft=sft,
+            base=base,
+            rows=tiny_preference_dataset(4).to_list(),
+            out=tmp_path / "cell",
+            training=PreferenceTraining(**TINY),
+            optimizer=OptimizerSpec("adamw"),
+        )
+    assert list(tmp_path.iterdir()) == []
