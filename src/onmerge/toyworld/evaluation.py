@@ -1,0 +1,254 @@
+"""Toy benchmarks through lm-eval: a task suite on disk, one model load per evaluation, one metrics JSON per model.
+
+Every toy benchmark runs as an lm-eval task (YAML + local JSONL, found through `include_path`), the way a real
+benchmark would, so prompt formatting, chat templating, batching, stopping and aggregation are lm-eval's own.
+
+Choices that are not lm-eval defaults, and why:
+
+* Each JSONL row carries the original doc as a JSON string (`doc_json`). `datasets` converts rows to Arrow, which
+  fills missing keys of nested dicts with None and coerces mixed types; `score` must see the doc exactly as
+  `benchmark_docs` made it.
+* `TaskManager(include_defaults=False)`: indexing lm-eval's thousands of built-in task YAMLs takes seconds and none
+  of them is used.
+* Generation stops at `<|im_end|>` (lm-eval adds the tokenizer's EOS itself). lm-eval decodes with special tokens
+  skipped, so its own cut at a stop string only works while that string is in the text; `_stop_at_chat_end` makes
+  `generate` itself finish a row at `<|im_end|>`, so a row that ends early in a batch is padded, not continued.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from onmerge.toyworld import suite
+
+CHAT_END = "<|im_end|>"
+EVAL_SEED = 1234  # lm-eval's python/numpy/torch/few-shot seeds; greedy zero-shot runs should not depend on them
+MANIFEST = "suite.json"
+
+# process_results for generate_until tasks; lm-eval imports it from beside the YAML files.
+_UTILS_PY = '''"""Written by onmerge.toyworld.evaluation: scores each generation with the toy suite's scorer."""
+
+import json
+
+from onmerge.toyworld import suite
+
+
+def process_results(doc, results):
+    return suite.score(doc["task"], json.loads(doc["doc_json"]), results[0])
+'''
+
+
+def write_task_suite(out_dir: Path, n_per_task: int, seed: int, tasks: Iterable[str] | None = None) -> Path:
+    """Write one lm-eval task (YAML + JSONL) per toy benchmark, plus `utils.py` and a manifest; return the folder.
+
+    The folder is built beside `out_dir` and renamed into place, so a reader never sees half a suite. YAMLs name
+    their JSONL by absolute path: lm-eval resolves `data_files` against the working directory, not the YAML.
+    """
+    names = _check_tasks(suite.TASKS if tasks is None else list(tasks), suite.TASKS, "the toy suite")
+    out_dir = Path(out_dir).resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex}")
+    staging.mkdir()
+    try:
+        for name in names:
+            docs = suite.docs(name, n_per_task, seed)
+            rows = [_row(name, doc) for doc in docs]
+            (staging / f"{name}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+            (staging / f"{name}.yaml").write_text(_task_yaml(suite.TASKS[name], out_dir / f"{name}.jsonl"))
+        (staging / "utils.py").write_text(_UTILS_PY)
+        manifest = {"tasks": names, "n_per_task": n_per_task, "seed": seed}
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        _move_into_place(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def evaluate_model(
+    model_dir: Path,
+    include_path: Path,
+    tasks: list[str] | None = None,
+    batch_size: int = 64,
+    limit: int | None = None,
+    device: str = "cpu",
+    answers_path: Path | None = None,
+) -> dict[str, dict[str, float]]:
+    """Evaluate one model on suite tasks (default: all of them) with a single model load and greedy decoding.
+
+    Returns `{column: {"value", "stderr", "n"}}`; `stderr` is lm-eval's standard error of the mean, NaN for n = 1.
+    With `answers_path`, the judged task's answers are written there (JSON, doc id -> answer) for the win rate.
+    """
+    from lm_eval import simple_evaluate  # imported here: about a second, and writing a suite does not need it
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    suite_tasks = read_manifest(include_path)["tasks"]
+    names = _check_tasks(suite_tasks if tasks is None else tasks, suite.TASKS, "the toy suite")
+    _check_tasks(names, suite_tasks, f"the suite at {include_path}")
+    if answers_path is not None and suite.JUDGE_TASK.name not in names:
+        raise ValueError(f"answers_path needs the judged task {suite.JUDGE_TASK.name!r} among the evaluated tasks")
+    task_manager = TaskManager(include_path=str(include_path), include_defaults=False)
+    lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
+    _stop_at_chat_end(lm)
+    results = simple_evaluate(
+        model=lm,
+        tasks=names,
+        task_manager=task_manager,
+        apply_chat_template=True,
+        limit=limit,
+        log_samples=answers_path is not None,
+        random_seed=EVAL_SEED,
+        numpy_random_seed=EVAL_SEED,
+        torch_random_seed=EVAL_SEED,
+        fewshot_random_seed=EVAL_SEED,
+    )
+    if answers_path is not None:
+        _write_answers(results, answers_path)
+    return {column: entry for name in names for column, entry in _task_columns(results, suite.TASKS[name]).items()}
+
+
+def write_results(
+    metrics: Mapping[str, Mapping[str, float]], path: Path, *, model_dir: Path, include_path: Path
+) -> None:
+    """Write metrics with what produced them (model, suite tasks and seed, lm-eval version) as JSON, atomically."""
+    import lm_eval
+
+    manifest = read_manifest(include_path)
+    payload = {
+        "metrics": metrics,
+        "provenance": {
+            "model_dir": str(Path(model_dir).resolve()),
+            "include_path": str(Path(include_path).resolve()),
+            "tasks": [name for name in manifest["tasks"] if suite.TASKS[name].columns[0] in metrics],
+            "n": {column: entry["n"] for column, entry in metrics.items()},
+            "suite_seed": manifest["seed"],
+            "n_per_task": manifest["n_per_task"],
+            "eval_seed": EVAL_SEED,
+            "lm_eval_version": lm_eval.__version__,
+        },
+    }
+    _write_json_atomically(path, payload)
+
+
+def read_manifest(include_path: Path) -> dict[str, Any]:
+    """The suite's tasks, docs per task and doc seed, as `write_task_suite` recorded them."""
+    return json.loads((Path(include_path) / MANIFEST).read_text())
+
+
+def _check_tasks(names: Iterable[str], known: Iterable[str], where: str) -> list[str]:
+    names, known = list(names), set(known)
+    if not names:
+        raise ValueError(f"no tasks given (known in {where}: {sorted(known)})")
+    for name in names:
+        if name not in known:
+            raise ValueError(f"unknown task {name!r}: not in {where} (known: {sorted(known)})")
+    return names
+
+
+def _row(task: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields lm-eval reads, the task name `utils.process_results` needs, and the doc itself, verbatim."""
+    row = {"task": task, "id": doc["id"], "prompt": doc["prompt"], "doc_json": json.dumps(doc)}
+    if "choices" in doc:
+        row |= {"choices": doc["choices"], "answer": doc["answer"]}
+    return row
+
+
+def _task_yaml(spec: suite.TaskSpec, data_file: Path) -> str:
+    config: dict[str, Any] = {
+        "task": spec.name,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": spec.output_type,
+        "num_fewshot": 0,
+        "doc_to_text": "prompt",  # the user message; lm-eval wraps it in the tokenizer's chat template
+        "metadata": {"version": 1.0},
+    }
+    if spec.output_type == "multiple_choice":
+        if len(spec.columns) != 1:
+            raise ValueError(f"multiple-choice task {spec.name!r} must report one column, got {spec.columns}")
+        # With a chat template lm-eval scores each choice as the assistant's reply, with no delimiter before it.
+        config |= {"doc_to_choice": "choices", "doc_to_target": "answer"}
+        config["metric_list"] = [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}]
+        return yaml.safe_dump(config, sort_keys=False)
+    config["doc_to_target"] = ""  # unused (process_results scores), but lm-eval renders a target for every prompt
+    config["generation_kwargs"] = {
+        "until": [CHAT_END],
+        "do_sample": False,
+        "temperature": 0.0,
+        "max_gen_toks": spec.max_gen_toks,
+    }
+    config["metric_list"] = [
+        {"metric": column, "aggregation": "mean", "higher_is_better": True} for column in spec.columns
+    ]
+    return yaml.safe_dump(config, sort_keys=False) + "process_results: !function utils.process_results\n"
+
+
+def _stop_at_chat_end(lm: Any) -> None:
+    """Add `<|im_end|>` to the model's EOS ids for `generate` (see the module docstring)."""
+    tokenizer, config = lm.tokenizer, lm.model.generation_config
+    chat_end = tokenizer.convert_tokens_to_ids(CHAT_END)
+    if chat_end is None or chat_end == tokenizer.unk_token_id:
+        return
+    eos = config.eos_token_id
+    eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
+    if chat_end not in eos_ids:
+        config.eos_token_id = [*eos_ids, chat_end]
+
+
+def _task_columns(results: Mapping[str, Any], spec: suite.TaskSpec) -> dict[str, dict[str, float]]:
+    """Read one task's columns from lm-eval's `results` ("<metric>,none", "<metric>_stderr,none"; "N/A" if n = 1)."""
+    row = results["results"][spec.name]
+    n = results["n-samples"][spec.name]["effective"]
+    metric_of = {spec.columns[0]: "acc"} if spec.output_type == "multiple_choice" else {c: c for c in spec.columns}
+    columns = {}
+    for column, metric in metric_of.items():
+        if f"{metric},none" not in row:
+            raise KeyError(f"lm-eval reported no {metric!r} for task {spec.name!r} (got {sorted(row)})")
+        stderr = row[f"{metric}_stderr,none"]
+        columns[column] = {
+            "value": float(row[f"{metric},none"]),
+            "stderr": math.nan if stderr == "N/A" else float(stderr),
+            "n": int(n),
+        }
+    return columns
+
+
+def _write_answers(results: Mapping[str, Any], path: Path) -> None:
+    """The judged task's generations, doc id -> answer, written atomically."""
+    samples = results["samples"][suite.JUDGE_TASK.name]
+    answers = {sample["doc"]["id"]: sample["filtered_resps"][0] for sample in samples}
+    _write_json_atomically(path, dict(sorted(answers.items())))
+
+
+def _write_json_atomically(path: Path, payload: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex}")
+    partial.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(partial, path)
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Rename `staging` to `out`; an existing `out` is renamed aside first (and back if that fails), then deleted."""
+    if not out.exists():
+        staging.rename(out)
+        return
+    replaced = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex}")
+    out.rename(replaced)
+    try:
+        staging.rename(out)
+    except OSError:
+        replaced.rename(out)
+        raise
+    shutil.rmtree(replaced)

@@ -1,0 +1,38 @@
+"""What the toy evaluation runs through lm-eval: the 13 benchmark tasks (14 columns) and the judged task.
+
+The judged task generates answers to held-out judge prompts; lm-eval reports the mean judge score (the toy
+MT-Bench) with its standard error, and the answers are kept so the length-controlled win rate against the SFT
+model's answers (the toy AlpacaEval) can be computed once both exist.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from onmerge.toyworld import judge, world
+from onmerge.toyworld.world import Item, TaskSpec
+
+JUDGE_TASK = TaskSpec("toy_judge", "generate_until", ("toy_mt_bench",), max_gen_toks=96)
+TASKS: dict[str, TaskSpec] = {**world.TASKS, JUDGE_TASK.name: JUDGE_TASK}
+
+
+def docs(task: str, n: int, seed: int) -> list[dict[str, Any]]:
+    """Held-out documents of any suite task; judge documents carry their whole item for the judge."""
+    if task != JUDGE_TASK.name:
+        return world.benchmark_docs(task, n, seed)
+    return [
+        {"id": f"{task}-{index}", "task": task, "prompt": item.prompt, "item": asdict(item)}
+        for index, item in enumerate(judge.judge_prompts(n, seed, "eval"))
+    ]
+
+
+def item_of(doc: dict[str, Any]) -> Item:
+    return Item(**doc["item"])
+
+
+def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
+    """Column -> value for one generation: the world's scorer, or the judge's 1-10 score."""
+    if task == JUDGE_TASK.name:
+        return {"toy_mt_bench": judge.judge_score(item_of(doc), response)}
+    return world.score(task, doc, response)
