@@ -12,9 +12,8 @@ from onmerge.toyworld.judge import (
     preference_pairs,
     to_conversational,
     to_unpaired,
-    with_manner,
 )
-from onmerge.toyworld.world import benchmark_docs, items
+from onmerge.toyworld.world import benchmark_docs, items, with_manner
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,7 @@ def test_gold_answers_score_full_marks(task):
             lambda item: item.response.replace(f"is {item.gold['answer']}.", f"is {item.gold['answer'] + 1}."),
         ),
         ("toy_math401", lambda item: "the answer is 100000."),
-        ("toy_humaneval", lambda item: item.response.replace("return x", "return -x")),
+        ("toy_humaneval", lambda item: item.response.replace("return ", "return 1 + ")),
         ("toy_mbpp", lambda item: "```python\ndef f(a, b):\n    return a\n```"),
         ("toy_ifeval", lambda item: "sure! " + item.response + " hope this helps!"),
         ("toy_coqa", lambda item: "i do not know."),

@@ -25,21 +25,10 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from onmerge.toyworld.models import CHAT_TEMPLATE  # ChatML, with {% generation %} markers for trl
+
 BOS, EOS, PAD = "<|startoftext|>", "<|im_end|>", "<|endoftext|>"
 SPECIAL_TOKENS = [PAD, BOS, "<|im_start|>", EOS]
-
-# ChatML, as Qwen2 uses; `{% generation %}` marks assistant turns so trl's assistant-only losses work too.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{% if message['role'] == 'assistant' %}"
-    "{{ '<|im_start|>assistant\\n' }}{% generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}"
-    "{{ '\\n' }}"
-    "{% else %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
-)
 
 _SUBJECTS = ["sky", "grass", "sun", "sea", "snow", "cat", "dog", "apple"]
 _GOOD = {

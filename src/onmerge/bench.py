@@ -11,6 +11,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -114,3 +115,40 @@ def rows_to_tsv(rows: list[BenchRow]) -> str:
     return header + "".join(
         f"{r.name}\t{r.ms_per_step:.3f}\t{r.ratio_to_adamw:.4f}\t{r.state_bytes_per_param_byte:.4f}\n" for r in rows
     )
+
+
+def run_toy_benchmark() -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Build the default toy world from scratch, train one AdamW DPO cell, evaluate it; time each step.
+
+    Returns the seconds of every build step, and (seconds, budget) for the issue's three budgets.
+    """
+    import json
+    import tempfile
+
+    from onmerge.toyworld.experiment import TOY_DPO, build_world, evaluate
+    from onmerge.training import OptimizerSpec, train_preference
+
+    with tempfile.TemporaryDirectory(prefix="onmerge-bench-toy-") as scratch:
+        root = Path(scratch)
+        world, steps = build_world(root)
+        models = sum(seconds for step, seconds in steps.items() if step.split()[0] in {"tokenizer", "base", "sft"})
+        name = next(iter(world.sfts))
+        start = time.perf_counter()
+        model = train_preference(
+            sft=world.sfts[name],
+            base=world.bases[name],
+            rows=json.loads(world.preferences.read_text()),
+            out=root / "dpo",
+            training=TOY_DPO,
+            optimizer=OptimizerSpec("adamw"),
+        )
+        dpo = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluate(model, world, root / "eval")
+        evaluation = time.perf_counter() - start
+    totals = {
+        "tokenizers, 3 bases and 3 SFTs": (models, 300.0),
+        f"one toy DPO run ({name})": (dpo, 30.0),
+        "one full evaluation (14 + judge)": (evaluation, 30.0),
+    }
+    return steps, totals

@@ -27,6 +27,28 @@ def _bench_optim(args: argparse.Namespace) -> None:
         os.replace(partial, args.out)
 
 
+def _toy_tax(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.experiment import alignment_tax, build_world, format_table
+
+    torch.set_num_threads(args.threads)
+    world, timings = build_world(args.root / "world", backbones=args.backbones)
+    for step, seconds in timings.items():
+        print(f"built {step} in {seconds:.1f} s")
+    print(format_table(alignment_tax(world, args.seeds, args.root / "tax")))
+
+
+def _bench_toy(args: argparse.Namespace) -> None:
+    from onmerge.bench import run_toy_benchmark
+
+    torch.set_num_threads(args.threads)
+    steps, totals = run_toy_benchmark()
+    print(f"toy world from scratch, {torch.get_num_threads()} torch thread(s); budgets from the project's issue")
+    for step, seconds in steps.items():
+        print(f"  {step:<30}{seconds:>8.1f} s")
+    for what, (seconds, budget) in totals.items():
+        print(f"{what:<32}{seconds:>8.1f} s   budget {budget:.0f} s   {'met' if seconds <= budget else 'MISSED'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onmerge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +62,18 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--device", default="cpu", help="cpu or cuda")
     optim.add_argument("--out", type=Path, help="also write the rows as TSV here")
     optim.set_defaults(run=_bench_optim)
+    toy_bench = bench_kinds.add_parser("toy", help="time building the toy world, one DPO run and one evaluation")
+    toy_bench.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
+    toy_bench.set_defaults(run=_bench_toy)
+
+    toy = commands.add_parser("toy", help="the toy world")
+    toy_kinds = toy.add_subparsers(dest="kind", required=True)
+    tax = toy_kinds.add_parser("tax", help="AdamW DPO against the SFT reference: reward up, benchmarks down?")
+    tax.add_argument("--root", type=Path, default=Path("results/toy"), help="where the world and the cells go")
+    tax.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    tax.add_argument("--backbones", nargs="+", help="default: all three")
+    tax.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
+    tax.set_defaults(run=_toy_tax)
     return parser
 
 

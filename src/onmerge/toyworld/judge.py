@@ -19,6 +19,8 @@ import re
 from dataclasses import dataclass
 
 from onmerge.toyworld.world import (
+    CLOSING,
+    OPENER,
     TASKS,
     WORDS_A,
     WORDS_B,
@@ -29,12 +31,9 @@ from onmerge.toyworld.world import (
     _final_number,
     _keyword_recall,
     items,
-    translate,
+    with_manner,
     words_of,
 )
-
-OPENER = {"a": "sure!", "b": translate("sure!", "b")}
-CLOSING = {"a": "hope this helps!", "b": translate("hope this helps!", "b")}
 
 # Every generative skill is asked of the judge, as MT-Bench and AlpacaEval ask every kind of question.
 JUDGED_TASKS = [task for task, spec in TASKS.items() if spec.output_type == "generate_until"]
@@ -93,12 +92,6 @@ def judge_score(item: Item, response: str) -> float:
     return 1.0 + 5.0 * content_correct(item, text) + in_language + manner
 
 
-def with_manner(response: str, language: Language, opener: bool = True, closing: bool = True) -> str:
-    separator = "\n" if "```" in response else " "
-    parts = [OPENER[language]] * opener + [response] + [CLOSING[language]] * closing
-    return separator.join(parts)
-
-
 @dataclass(frozen=True)
 class PreferencePair:
     prompt: str
@@ -109,10 +102,11 @@ class PreferencePair:
 
 
 def preference_pairs(n: int, seed: int, split: Split = "train") -> list[PreferencePair]:
-    """UltraFeedback-style pairs: four judged completions per prompt, the best chosen, a worse one rejected.
+    """UltraFeedback-style pairs: four judged completions per prompt, the best chosen, a worse one at random rejected.
 
-    Completions are plain or helpful in manner, right or wrong (a wrong answer is the right answer to another
-    question of the same skill). Prompts where all four tie are skipped, as in UltraFeedback binarized.
+    The completions: the plain right answer, the same with a helpful manner, with an opener only, and a plain wrong
+    answer (the right answer to another question of the same skill). As with UltraFeedback, what separates chosen
+    from rejected is partly substance and partly manner. Prompts where all completions tie are skipped.
     """
     rng = random.Random(f"preferences:{split}:{seed}")
     prompts = judge_prompts(n * 2, seed, split)
@@ -127,10 +121,9 @@ def preference_pairs(n: int, seed: int, split: Split = "train") -> list[Preferen
             item.response,
             with_manner(item.response, language),
             with_manner(item.response, language, closing=False),
-            with_manner(wrong, language),
             wrong,
         ]
-        judged = sorted(((judge_score(item, c), c) for c in rng.sample(candidates, 4)), key=lambda sc: -sc[0])
+        judged = sorted(((judge_score(item, c), c) for c in candidates), key=lambda sc: -sc[0])
         best_score, best = judged[0]
         worse = [(s, c) for s, c in judged[1:] if s < best_score]
         if not worse:

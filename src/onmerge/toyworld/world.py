@@ -237,7 +237,8 @@ class Item:
 
     @property
     def identity(self) -> str:
-        return f"{self.task}|{self.prompt}"
+        """The prompt text alone: the same question must land in one partition whichever skill asks it."""
+        return self.prompt
 
 
 def partition_of(identity: str) -> Split:
@@ -247,29 +248,28 @@ def partition_of(identity: str) -> Split:
 
 def _word_problem(rng: random.Random, language: Language) -> Item:
     name, thing = rng.choice(PEOPLE), rng.choice(ITEMS)
-    a, b = rng.randint(2, 20), rng.randint(2, 20)
-    c = rng.randint(1, a + b - 1)
-    answer = a + b - c
-    prompt = f"{name} has {a} {thing}. {name} gets {b} more and gives {c} away. how many {thing} does {name} have now?"
-    response = f"{name} has {a} plus {b} minus {c} = {answer} {thing}. the answer is {answer}."
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    answer = a + b
+    prompt = f"{name} has {a} {thing}. {name} gets {b} more. how many {thing} does {name} have now?"
+    response = f"{name} has {a} plus {b} = {answer} {thing}. the answer is {answer}."
     task = "toy_gsm8k" if language == "a" else "toy_math23k"
     return Item(task, translate(prompt, language), translate(response, language), language, {"answer": answer})
 
 
 def _arithmetic(rng: random.Random, language: Language) -> Item:
-    op = rng.choice(["plus", "minus", "times"])
-    a, b = (rng.randint(2, 12), rng.randint(2, 12)) if op == "times" else (rng.randint(2, 60), rng.randint(2, 60))
-    answer = {"plus": a + b, "minus": a - b, "times": a * b}[op]
-    prompt = f"what is {a} {op} {b}?"
+    op = rng.choice(["plus", "minus"])
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
+    answer = a + b if op == "plus" else a - b
+    prompt = rng.choice([f"what is {a} {op} {b}?", f"compute {a} {op} {b}."])
     response = f"{a} {op} {b} = {answer}. the answer is {answer}."
     return Item("toy_math401", translate(prompt, language), translate(response, language), language, {"answer": answer})
 
 
-_FUNCTION_NAMES = ["calc", "solve", "compute", "apply", "make", "get", "run", "do"]
+_FUNCTION_NAMES = ["calc", "solve", "compute", "apply", "make", "get", "run", "find", "eval", "work"]
 
 
 def _function_name(rng: random.Random) -> str:
-    return f"{rng.choice(_FUNCTION_NAMES)}_{rng.randint(1, 99)}"
+    return rng.choice(_FUNCTION_NAMES)
 
 
 def _code_item(task: str, prompt: str, body: str, tests: list[str]) -> Item:
@@ -277,63 +277,76 @@ def _code_item(task: str, prompt: str, body: str, tests: list[str]) -> Item:
     return Item(task, prompt, response, "a", {"tests": tests})
 
 
+_ARITHMETIC = [("plus", "+", int.__add__), ("minus", "-", int.__sub__), ("times", "*", int.__mul__)]
+
+
 def _humaneval(rng: random.Random, language: Language) -> Item:
-    name, k = _function_name(rng), rng.randint(1, 9)
-    op, symbol, fn = rng.choice([("plus", "+", int.__add__), ("minus", "-", int.__sub__), ("times", "*", int.__mul__)])
-    body = f"def {name}(x):\n    return x {symbol} {k}"
-    tests = [f"assert {name}({x}) == {fn(x, k)}" for x in (0, 3, -4, 11)]
-    return _code_item("toy_humaneval", f"write a python function {name}(x) that returns x {op} {k}.", body, tests)
+    """Two steps: `(x op1 k1) op2 k2`."""
+    name, x = _function_name(rng), rng.choice(["x", "n", "v", "a"])
+    (op1, sym1, fn1), (op2, sym2, fn2) = rng.choice(_ARITHMETIC), rng.choice(_ARITHMETIC)
+    k1, k2 = rng.randint(1, 9), rng.randint(1, 9)
+    body = f"def {name}({x}):\n    return ({x} {sym1} {k1}) {sym2} {k2}"
+    tests = [f"assert {name}({value}) == {fn2(fn1(value, k1), k2)}" for value in (0, 3, -4, 11)]
+    prompt = f"write a python function {name}({x}) that returns {x} {op1} {k1}, then {op2} {k2}."
+    return _code_item("toy_humaneval", prompt, body, tests)
 
 
 def _mbpp(rng: random.Random, language: Language) -> Item:
-    name = _function_name(rng)
+    """Two steps: a combination of two arguments, then plus a constant."""
+    name, (a, b), k = (
+        _function_name(rng),
+        rng.choice([("a", "b"), ("x", "y"), ("m", "n"), ("p", "q")]),
+        rng.randint(1, 9),
+    )
     what, expression, fn = rng.choice(
         [
-            ("larger", "max(a, b)", max),
-            ("smaller", "min(a, b)", min),
-            ("sum", "a + b", int.__add__),
-            ("difference", "a - b", int.__sub__),
-            ("product", "a * b", int.__mul__),
+            ("larger", f"max({a}, {b})", max),
+            ("smaller", f"min({a}, {b})", min),
+            ("sum", f"{a} + {b}", int.__add__),
+            ("difference", f"{a} - {b}", int.__sub__),
+            ("product", f"{a} * {b}", int.__mul__),
         ]
     )
-    body = f"def {name}(a, b):\n    return {expression}"
-    tests = [f"assert {name}({a}, {b}) == {fn(a, b)}" for a, b in ((2, 5), (9, 1), (-3, -7), (4, 4))]
-    return _code_item(
-        "toy_mbpp", f"write a python function {name}(a, b) that returns the {what} of a and b.", body, tests
-    )
+    body = f"def {name}({a}, {b}):\n    return ({expression}) + {k}"
+    tests = [f"assert {name}({u}, {v}) == {fn(u, v) + k}" for u, v in ((2, 5), (9, 1), (-3, -7), (4, 4))]
+    prompt = f"write a python function {name}({a}, {b}) that returns the {what} of {a} and {b}, plus {k}."
+    return _code_item("toy_mbpp", prompt, body, tests)
 
 
 def _ds1000(rng: random.Random, language: Language) -> Item:
-    name, k = _function_name(rng), rng.randint(2, 9)
-    what, expression, fn = rng.choice(
-        [
-            ("the sum of the list xs", "sum(xs)", sum),
-            ("the largest element of the list xs", "max(xs)", max),
-            ("the smallest element of the list xs", "min(xs)", min),
-            ("the length of the list xs", "len(xs)", len),
-            (f"the list xs with every element plus {k}", f"[x + {k} for x in xs]", lambda xs: [x + k for x in xs]),
-            (f"the list xs with every element times {k}", f"[x * {k} for x in xs]", lambda xs: [x * k for x in xs]),
-        ]
-    )
-    body = f"def {name}(xs):\n    return {expression}"
-    tests = [f"assert {name}({xs}) == {fn(xs)!r}" for xs in ([1, 2, 3], [5, -2], [7])]
-    return _code_item("toy_ds1000", f"write a python function {name}(xs) that returns {what}.", body, tests)
+    """Two steps over a list: map every element, then reduce."""
+    name, xs = _function_name(rng), rng.choice(["xs", "ys", "nums", "items"])
+    (op, symbol, fn), k = rng.choice(_ARITHMETIC), rng.randint(2, 9)
+    what, reduce, reducer = rng.choice([("sum", "sum", sum), ("largest", "max", max), ("smallest", "min", min)])
+    body = f"def {name}({xs}):\n    return {reduce}([x {symbol} {k} for x in {xs}])"
+    tests = [
+        f"assert {name}({values}) == {reducer([fn(x, k) for x in values])}" for values in ([1, 2, 3], [5, -2], [7])
+    ]
+    prompt = f"write a python function {name}({xs}) that returns the {what} of every element of {xs} {op} {k}."
+    return _code_item("toy_ds1000", prompt, body, tests)
 
 
 def _codeapex(rng: random.Random, language: Language) -> Item:
-    name, k = _function_name(rng), rng.randint(2, 4)
+    """Two steps on a string: transform, then repeat or extend."""
+    name, s, k = _function_name(rng), rng.choice(["s", "t", "w", "text"]), rng.randint(2, 4)
     suffix = rng.choice(["ok", "end", "yes", "done"])
-    what, expression, fn = rng.choice(
+    first, expression, fn = rng.choice(
         [
-            (f"the string s repeated {k} times", f"s * {k}", lambda s: s * k),
-            ("the string s in upper case", "s.upper()", str.upper),
-            ("the string s reversed", "s[::-1]", lambda s: s[::-1]),
-            (f"the string s followed by {suffix}", f"s + {suffix!r}", lambda s: s + suffix),
+            ("in upper case", f"{s}.upper()", str.upper),
+            ("in lower case", f"{s}.lower()", str.lower),
+            ("reversed", f"{s}[::-1]", lambda v: v[::-1]),
         ]
     )
-    body = f"def {name}(s):\n    return {expression}"
-    tests = [f"assert {name}({s!r}) == {fn(s)!r}" for s in ("ab", "xyz", "")]
-    return _code_item("toy_codeapex", f"write a python function {name}(s) that returns {what}.", body, tests)
+    then, suffix_code, finish = rng.choice(
+        [
+            (f"repeated {k} times", f" * {k}", lambda v: v * k),
+            (f"followed by {suffix}", f" + {suffix!r}", lambda v: v + suffix),
+        ]
+    )
+    body = f"def {name}({s}):\n    return {expression}{suffix_code}"
+    tests = [f"assert {name}({value!r}) == {finish(fn(value))!r}" for value in ("ab", "xYz", "")]
+    prompt = f"write a python function {name}({s}) that returns the string {s} {first}, {then}."
+    return _code_item("toy_codeapex", prompt, body, tests)
 
 
 # Verifiable instructions: (prompt text, how to make a plain answer satisfy it, checker).
@@ -396,13 +409,13 @@ def _coqa(rng: random.Random, language: Language) -> Item:
 
 
 def _drop(rng: random.Random, language: Language) -> Item:
-    team, first, second = rng.choice(TEAMS), rng.randint(5, 40), rng.randint(5, 40)
+    team, first, second = rng.choice(TEAMS), rng.randint(1, 9), rng.randint(1, 9)
     passage = f"the {team} scored {first} points in the first half and {second} points in the second half."
     question, answer = rng.choice(
         [
             (f"how many points did the {team} score in total?", first + second),
             (f"how many points did the {team} score in the first half?", first),
-            (f"how many more points did the {team} score in the first half than in the second half?", first - second),
+            (f"how many points did the {team} score in the second half?", second),
         ]
     )
     prompt = f"{passage} {question}"
@@ -437,19 +450,24 @@ def _knowledge_question(rng: random.Random, language: Language) -> Item:
     )
 
 
-_TOOLS = "you can call these functions: get_weather(city), get_time(city), add(a, b), send(name, text)."
+_TOOLS = (
+    "you can call these functions: get_weather(city), get_time(city), add(a, b), send(name, text), "
+    "get_price(food), get_population(country)."
+)
 
 
 def _function_calling(rng: random.Random, language: Language) -> Item:
-    city, person = rng.choice(CITIES), rng.choice(PEOPLE)
-    a, b = rng.randint(1, 99), rng.randint(1, 99)
+    city, person, country = rng.choice(CITIES), rng.choice(PEOPLE), rng.choice(COUNTRIES)
+    a, b = rng.randint(1, 9), rng.randint(1, 9)
     food = rng.choice(FOODS)
     request, call = rng.choice(
         [
             (f"what is the weather in {city}?", {"name": "get_weather", "arguments": {"city": city}}),
             (f"what time is it in {city}?", {"name": "get_time", "arguments": {"city": city}}),
-            (f"what is {a} plus {b}?", {"name": "add", "arguments": {"a": a, "b": b}}),
+            (f"please add {a} and {b}.", {"name": "add", "arguments": {"a": a, "b": b}}),
             (f"say {food} to {person}.", {"name": "send", "arguments": {"name": person, "text": food}}),
+            (f"how much does {food} cost?", {"name": "get_price", "arguments": {"food": food}}),
+            (f"how many people live in {country}?", {"name": "get_population", "arguments": {"country": country}}),
         ]
     )
     return Item("toy_function_calling", f"{_TOOLS} request: {request}", json.dumps(call), "a", {"call": call})
@@ -665,15 +683,33 @@ def pretraining_documents(n: int, seed: int) -> list[str]:
     return documents
 
 
+# Chat SFT data says "sure! ... hope this helps!" now and then; the judge likes it, so preference tuning can amplify
+# it. Answers whose format is the task (instructions to follow, tool calls) are always given strictly.
+SFT_MANNER_RATE = 0.2
+_STRICT_FORMAT_TASKS = {"toy_ifeval", "toy_function_calling"}
+OPENER = {"a": "sure!", "b": translate("sure!", "b")}
+CLOSING = {"a": "hope this helps!", "b": translate("hope this helps!", "b")}
+
+
+def with_manner(response: str, language: Language, opener: bool = True, closing: bool = True) -> str:
+    """The answer wrapped in a friendly opener and a closing offer of help, in `language`."""
+    separator = "\n" if "```" in response else " "
+    parts = [OPENER[language]] * opener + [response] + [CLOSING[language]] * closing
+    return separator.join(parts)
+
+
 def sft_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
-    """`n` single-turn chats over the training partition of every task: the plain, correct answer."""
+    """`n` single-turn chats over the training partition of every task: correct answers, some in a helpful manner."""
+    rng = random.Random(f"sft:{seed}")
     per_task = -(-n // len(_SFT_TASKS))
-    conversations = [
-        [{"role": "user", "content": item.prompt}, {"role": "assistant", "content": item.response}]
-        for task in _SFT_TASKS
-        for item in items(task, per_task, seed + 1, "train", distinct=False)
-    ]
-    random.Random(f"sft:{seed}").shuffle(conversations)
+    conversations = []
+    for task in _SFT_TASKS:
+        for item in items(task, per_task, seed + 1, "train", distinct=False):
+            response = item.response
+            if task not in _STRICT_FORMAT_TASKS and rng.random() < SFT_MANNER_RATE:
+                response = with_manner(response, item.gold.get("target", item.language))
+            conversations.append([{"role": "user", "content": item.prompt}, {"role": "assistant", "content": response}])
+    rng.shuffle(conversations)
     return conversations[:n]
 
 

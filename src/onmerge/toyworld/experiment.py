@@ -1,0 +1,191 @@
+"""Build the toy world and measure what the paper measures in it: reward against alignment tax.
+
+`build_world` makes the tokenizers, the three base models and their SFT models, the preference data and the
+held-out task suite, skipping whatever already exists. `alignment_tax` trains AdamW DPO cells from each SFT model
+and compares each with its reference on the judge (toy MT-Bench, LC win rate) and on the Benchmark Avg.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from onmerge.aggregate import benchmark_average
+from onmerge.toyworld import evaluation, judge, suite
+from onmerge.toyworld.models import BACKBONES, TOY_SCALE, ToyScale, build_base, build_sft, train_tokenizer
+from onmerge.toyworld.world import COLUMN_CATEGORY, tokenizer_corpus
+from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
+
+# The paper's DPO settings scaled to the toy: beta 0.1, cosine with warm-up, lr 2e-4 (the toy SFT trains at 2e-3).
+TOY_DPO = PreferenceTraining(
+    loss="dpo", beta=0.1, learning_rate=2e-4, epochs=1, batch_size=16, warmup_steps=6, max_length=128
+)
+PREFERENCE_PAIRS = 1024
+DOCS_PER_TASK = 40
+
+
+@dataclass(frozen=True)
+class World:
+    root: Path
+    tokenizers: dict[str, Path]
+    bases: dict[str, Path]
+    sfts: dict[str, Path]
+    preferences: Path
+    suite: Path
+
+
+def build_world(
+    root: Path,
+    scale: ToyScale = TOY_SCALE,
+    seed: int = 0,
+    backbones: list[str] | None = None,
+    preference_pairs: int = PREFERENCE_PAIRS,
+    docs_per_task: int = DOCS_PER_TASK,
+    workers: int = 2,
+) -> tuple[World, dict[str, float]]:
+    """Everything the toy grid starts from, under `root`, skipping what exists; returns the world and seconds per step.
+
+    Models train in `workers` single-threaded processes: tiny models run 4x slower on two threads than on one
+    (measured), so two cores serve best as two builds at once. Each SFT starts as soon as its base is done.
+    """
+    names = list(BACKBONES) if backbones is None else backbones
+    timings: dict[str, float] = {}
+    tokenizers = {}
+    for arch in sorted({BACKBONES[name].arch for name in names}):
+        tokenizers[arch] = root / "tokenizers" / arch
+        if not tokenizers[arch].exists():
+            timings[f"tokenizer {arch}"] = _timed(train_tokenizer, tokenizer_corpus(seed), tokenizers[arch], arch)
+    bases = {name: root / "base" / name for name in names}
+    sfts = {name: root / "sft" / name for name in names}
+    largest_first = sorted(names, key=lambda name: -BACKBONES[name].hidden_size * BACKBONES[name].num_layers)
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_torch_thread) as pool:
+        running = {}
+        for name in largest_first:
+            if not bases[name].exists():
+                tokenizer_dir = tokenizers[BACKBONES[name].arch]
+                job = pool.submit(_timed, build_base, name, bases[name], scale, seed, tokenizer_dir=tokenizer_dir)
+                running[job] = ("base", name)
+            elif not sfts[name].exists():
+                running[pool.submit(_timed, build_sft, bases[name], sfts[name], scale, seed)] = ("sft", name)
+        while running:
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for job in done:
+                stage, name = running.pop(job)
+                timings[f"{stage} {name}"] = job.result()
+                if stage == "base" and not sfts[name].exists():
+                    running[pool.submit(_timed, build_sft, bases[name], sfts[name], scale, seed)] = ("sft", name)
+    preferences = root / "preferences" / "train.json"
+    if not preferences.exists():
+        rows = judge.to_conversational(judge.preference_pairs(preference_pairs, seed))
+        timings["preferences"] = _timed(_write_json, preferences, rows)
+    suite_dir = root / "suite"
+    if not suite_dir.exists():
+        timings["suite"] = _timed(evaluation.write_task_suite, suite_dir, docs_per_task, seed)
+    return World(root, tokenizers, bases, sfts, preferences, suite_dir), timings
+
+
+def _one_torch_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _timed(function, *args, **kwargs) -> float:
+    start = time.perf_counter()
+    function(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def _write_json(path: Path, payload: object) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(payload))
+    partial.replace(path)
+
+
+def evaluate(model: Path, world: World, out: Path) -> dict:
+    """Every toy column plus the judged task for one model: `out/metrics.json` and `out/answers.json`."""
+    metrics_path, answers_path = out / "metrics.json", out / "answers.json"
+    if not metrics_path.exists():
+        metrics = evaluation.evaluate_model(model, world.suite, answers_path=answers_path)
+        evaluation.write_results(metrics, metrics_path, model_dir=model, include_path=world.suite)
+    return json.loads(metrics_path.read_text())["metrics"]
+
+
+def summarize(
+    world: World, metrics: dict, answers: dict[str, str], reference_answers: dict[str, str]
+) -> dict[str, object]:
+    """Categories and Benchmark Avg. (with stderr), toy MT-Bench, and the LC win rate against the reference."""
+    columns = {column: (metrics[column]["value"], metrics[column]["stderr"]) for column in COLUMN_CATEGORY}
+    scores = benchmark_average(columns, COLUMN_CATEGORY)
+    manifest = evaluation.read_manifest(world.suite)
+    docs = suite.docs(suite.JUDGE_TASK.name, manifest["n_per_task"], manifest["seed"])
+    items = [suite.item_of(doc) for doc in docs]
+    lc, raw = judge.length_controlled_win_rate(
+        items, [answers[d["id"]] for d in docs], [reference_answers[d["id"]] for d in docs]
+    )
+    return {
+        **{name: {"value": v, "stderr": se} for name, (v, se) in scores.items()},
+        "mt_bench": {"value": metrics["toy_mt_bench"]["value"], "stderr": metrics["toy_mt_bench"]["stderr"]},
+        "alpacaeval_lc": lc,
+        "alpacaeval_raw": raw,
+    }
+
+
+def alignment_tax(world: World, seeds: list[int], out: Path, training: PreferenceTraining = TOY_DPO) -> list[dict]:
+    """AdamW DPO from each SFT model with each seed, summarised beside the SFT reference and the base model."""
+    rows = json.loads(world.preferences.read_text())
+    table = []
+    for name, sft in world.sfts.items():
+        base_dir = out / name / "base"
+        base_metrics = evaluate(world.bases[name], world, base_dir)
+        reference_dir = out / name / "reference"
+        reference_metrics = evaluate(sft, world, reference_dir)
+        reference_answers = json.loads((reference_dir / "answers.json").read_text())
+        base_answers = json.loads((base_dir / "answers.json").read_text())
+        table.append(
+            {"backbone": name, "model": "base", "seed": None}
+            | summarize(world, base_metrics, base_answers, reference_answers)
+        )
+        table.append(
+            {"backbone": name, "model": "reference", "seed": None}
+            | summarize(world, reference_metrics, reference_answers, reference_answers)
+        )
+        for seed in seeds:
+            cell = out / name / f"adamw_seed{seed}"
+            model = cell / "model"
+            if not model.exists():
+                start = time.perf_counter()
+                train_preference(
+                    sft=sft,
+                    base=world.bases[name],
+                    rows=rows,
+                    out=model,
+                    training=PreferenceTraining(**(asdict(training) | {"seed": seed})),
+                    optimizer=OptimizerSpec("adamw"),
+                )
+                _write_json(cell / "train_seconds.json", time.perf_counter() - start)
+            metrics = evaluate(model, world, cell)
+            answers = json.loads((cell / "answers.json").read_text())
+            table.append(
+                {"backbone": name, "model": "adamw", "seed": seed}
+                | summarize(world, metrics, answers, reference_answers)
+            )
+    _write_json(out / "alignment_tax.json", table)
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    lines = [f"{'backbone':<9}{'model':<11}{'seed':>5}{'MT-Bench':>16}{'LC win %':>10}{'Benchmark Avg. %':>20}"]
+    for row in table:
+        seed = "" if row["seed"] is None else str(row["seed"])
+        mt, avg = row["mt_bench"], row["benchmark_avg"]
+        lines.append(
+            f"{row['backbone']:<9}{row['model']:<11}{seed:>5}{mt['value']:>9.2f} +- {mt['stderr']:.2f}"
+            f"{row['alpacaeval_lc']:>10.1f}{100 * avg['value']:>12.1f} +- {100 * avg['stderr']:.1f}"
+        )
+    return "\n".join(lines)
