@@ -16,6 +16,15 @@ def test_world_then_alignment_tax_table(tmp_path):
     world, timings = experiment.build_world(tmp_path / "world", SMOKE_SCALE, **small)
     assert {"tokenizer qwen2", "base qwen-s", "sft qwen-s", "preferences", "suite"} == set(timings)
     assert experiment.build_world(tmp_path / "world", SMOKE_SCALE, **small)[1] == {}, "a second build redoes nothing"
+    preferences = {path.name: json.loads(path.read_text()) for path in world.preferences.parent.iterdir()}
+    assert {name: len(rows) for name, rows in preferences.items()} == {
+        "train.json": 32,
+        "test.json": 4,
+        "train_unpaired.json": 64,
+        "test_unpaired.json": 8,
+    }
+    train_prompts = {row["prompt"][0]["content"] for row in preferences["train.json"]}
+    assert not train_prompts & {row["prompt"][0]["content"] for row in preferences["test.json"]}
     training = PreferenceTraining(learning_rate=1e-3, epochs=1, batch_size=8, warmup_steps=1, max_length=96)
     table = experiment.alignment_tax(world, [0], tmp_path / "tax", training)
     base, reference, adamw = table

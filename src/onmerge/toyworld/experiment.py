@@ -80,12 +80,20 @@ def build_world(
                     running[pool.submit(_timed, build_sft, bases[name], sfts[name], scale, seed)] = ("sft", name)
     preferences = root / "preferences" / "train.json"
     if not preferences.exists():
-        rows = judge.to_conversational(judge.preference_pairs(preference_pairs, seed))
-        timings["preferences"] = _timed(_write_json, preferences, rows)
+        timings["preferences"] = _timed(_write_preferences, preferences.parent, preference_pairs, seed)
     suite_dir = root / "suite"
     if not suite_dir.exists():
         timings["suite"] = _timed(evaluation.write_task_suite, suite_dir, docs_per_task, seed)
     return World(root, tokenizers, bases, sfts, preferences, suite_dir), timings
+
+
+def _write_preferences(folder: Path, pairs: int, seed: int) -> None:
+    """Train and test pairs (as UltraFeedback binarized has), and the unpaired views KTO trains on."""
+    test_pairs = max(1, pairs // 8)
+    for split, count in (("test", test_pairs), ("train", pairs)):  # train.json last: its presence means done
+        chosen_rejected = judge.preference_pairs(count, seed, "eval" if split == "test" else "train")
+        _write_json(folder / f"{split}_unpaired.json", judge.to_unpaired(chosen_rejected))
+        _write_json(folder / f"{split}.json", judge.to_conversational(chosen_rejected))
 
 
 def _one_torch_thread() -> None:
