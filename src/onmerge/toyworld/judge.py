@@ -155,14 +155,6 @@ def to_unpaired(pairs: list[PreferencePair]) -> list[dict]:
     return rows
 
 
-def mt_bench_score(prompts: list[Item], responses: list[str]) -> tuple[float, float]:
-    """Mean judge score and its standard error over held-out prompts (the toy MT-Bench)."""
-    scores = [judge_score(item, response) for item, response in zip(prompts, responses, strict=True)]
-    mean = sum(scores) / len(scores)
-    variance = sum((s - mean) ** 2 for s in scores) / max(1, len(scores) - 1)
-    return mean, math.sqrt(variance / len(scores))
-
-
 def length_controlled_win_rate(
     prompts: list[Item], responses: list[str], baseline_responses: list[str]
 ) -> tuple[float, float]:

@@ -614,8 +614,8 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
         program = _code_of(response) + "\n\n" + "\n".join(doc["tests"]) + "\n"
         return {task: float(run_python(program, timeout=3.0).passed)}
     if task == "toy_ifeval":
-        rng_free_checks = _instructions(random.Random(0))
-        results = [_check_instruction(name, response, doc, rng_free_checks) for name in doc["instructions"]]
+        checks = _instructions(random.Random(0))  # start/end words are read back from the prompt, not the draw
+        results = [_check_instruction(name, response, doc, checks) for name in doc["instructions"]]
         return {"toy_ifeval_prompt": float(all(results)), "toy_ifeval_inst": sum(results) / len(results)}
     if task in {"toy_coqa", "toy_drop"}:
         return {task: _keyword_recall(response, doc["keywords"])}
