@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 
 def _bench_optim(args: argparse.Namespace) -> None:
+    from onmerge.atomic import write_text
     from onmerge.bench import format_rows, rows_to_tsv, run_optimizer_benchmark
 
     rows = run_optimizer_benchmark(args.params, args.tensors, args.reserve_p, args.repeats, args.device)
@@ -21,10 +21,7 @@ def _bench_optim(args: argparse.Namespace) -> None:
     )
     print(format_rows(rows))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        partial = args.out.with_name(f".{args.out.name}.partial")
-        partial.write_text(rows_to_tsv(rows))
-        os.replace(partial, args.out)
+        write_text(args.out, rows_to_tsv(rows))
 
 
 def _toy_tax(args: argparse.Namespace) -> None:

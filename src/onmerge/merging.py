@@ -23,7 +23,6 @@ first. mergekit's README.md and mergekit_config.yml stay as a record of the merg
 from __future__ import annotations
 
 import shutil
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +33,7 @@ from mergekit.io.tasks import LoaderCache
 from mergekit.merge import MergeOptions, run_merge
 from torch import Tensor
 
+from onmerge.atomic import atomic_dir
 from onmerge.checkpoints import check_same_parameters, parameter_locations
 from onmerge.merge_ops import dare, magnitude_prune, rescale_to_l1, seeded_generator, sign_consensus
 
@@ -207,41 +207,17 @@ def _run_mergekit(config: MergeConfiguration, *, sft: Path, out: Path, seed: int
     A failed or interrupted merge leaves no half-written `out`; an `out` being replaced is removed only once the new
     folder is complete.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex}")
-    staging.mkdir()  # not tempfile.mkdtemp: that makes the published folder private (mode 0700)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            run_merge(config, str(staging), _MERGEKIT_OPTIONS)
-        for file_name in _SFT_METADATA_FILES:
-            if (sft / file_name).is_file():
-                shutil.copyfile(sft / file_name, staging / file_name)
-        _move_into_place(staging, out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with atomic_dir(out) as staging:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                run_merge(config, str(staging), _MERGEKIT_OPTIONS)
+            for file_name in _SFT_METADATA_FILES:
+                if (sft / file_name).is_file():
+                    shutil.copyfile(sft / file_name, staging / file_name)
     finally:
         _forget_mergekit_loaders()
     return out
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename `staging` to `out`; an existing `out` is renamed aside first (and back if that fails), then deleted."""
-    if not (out.exists() or out.is_symlink()):
-        staging.rename(out)
-        return
-    replaced = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex}")
-    out.rename(replaced)
-    try:
-        staging.rename(out)
-    except OSError:
-        replaced.rename(out)
-        raise
-    if replaced.is_dir() and not replaced.is_symlink():
-        shutil.rmtree(replaced)
-    else:
-        replaced.unlink()
 
 
 def _forget_mergekit_loaders() -> None:

@@ -18,6 +18,7 @@ from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
+from onmerge.atomic import atomic_dir
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 
 OptimizerName = Literal["adamw", "ondare", "onties", "childtuning", "ema"]
@@ -92,9 +93,9 @@ def train_preference(
     policy = AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32)
     reference = AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32)
     opt = build_optimizer(optimizer, policy, training, base, sft)
-    staging = out.with_name(f".{out.name}.partial-{uuid.uuid4().hex}")
+    checkpoints = out.with_name(f".{out.name}.trainer-{uuid.uuid4().hex}")  # trainer scratch, removed at the end
     common = {
-        "output_dir": str(staging / "trainer"),
+        "output_dir": str(checkpoints),
         "beta": training.beta,
         "learning_rate": training.learning_rate,
         "num_train_epochs": training.epochs,
@@ -134,13 +135,9 @@ def train_preference(
         trainer.train()
         if isinstance(opt, EMAAdamW):
             opt.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
-        policy.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        shutil.rmtree(staging / "trainer", ignore_errors=True)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        with atomic_dir(out) as staging:
+            policy.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
+    finally:
+        shutil.rmtree(checkpoints, ignore_errors=True)
     return out

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
-import uuid
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from onmerge.atomic import atomic_dir, write_json
 from onmerge.toyworld import suite
 
 CHAT_END = "<|im_end|>"
@@ -55,10 +53,7 @@ def write_task_suite(out_dir: Path, n_per_task: int, seed: int, tasks: Iterable[
     """
     names = _check_tasks(suite.TASKS if tasks is None else list(tasks), suite.TASKS, "the toy suite")
     out_dir = Path(out_dir).resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.partial-{uuid.uuid4().hex}")
-    staging.mkdir()
-    try:
+    with atomic_dir(out_dir) as staging:
         for name in names:
             docs = suite.docs(name, n_per_task, seed)
             rows = [_row(name, doc) for doc in docs]
@@ -67,10 +62,6 @@ def write_task_suite(out_dir: Path, n_per_task: int, seed: int, tasks: Iterable[
         (staging / "utils.py").write_text(_UTILS_PY)
         manifest = {"tasks": names, "n_per_task": n_per_task, "seed": seed}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        _move_into_place(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return out_dir
 
 
@@ -137,7 +128,7 @@ def write_results(
             "lm_eval_version": lm_eval.__version__,
         },
     }
-    _write_json_atomically(path, payload)
+    write_json(path, payload)
 
 
 def read_manifest(include_path: Path) -> dict[str, Any]:
@@ -228,27 +219,4 @@ def _write_answers(results: Mapping[str, Any], path: Path) -> None:
     """The judged task's generations, doc id -> answer, written atomically."""
     samples = results["samples"][suite.JUDGE_TASK.name]
     answers = {sample["doc"]["id"]: sample["filtered_resps"][0] for sample in samples}
-    _write_json_atomically(path, dict(sorted(answers.items())))
-
-
-def _write_json_atomically(path: Path, payload: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial-{uuid.uuid4().hex}")
-    partial.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(partial, path)
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Rename `staging` to `out`; an existing `out` is renamed aside first (and back if that fails), then deleted."""
-    if not out.exists():
-        staging.rename(out)
-        return
-    replaced = out.with_name(f".{out.name}.replaced-{uuid.uuid4().hex}")
-    out.rename(replaced)
-    try:
-        staging.rename(out)
-    except OSError:
-        replaced.rename(out)
-        raise
-    shutil.rmtree(replaced)
+    write_json(path, dict(sorted(answers.items())))

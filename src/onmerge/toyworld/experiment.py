@@ -15,6 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from onmerge.aggregate import benchmark_average
+from onmerge.atomic import write_json
 from onmerge.toyworld import evaluation, judge, suite
 from onmerge.toyworld.models import BACKBONES, TOY_SCALE, ToyScale, build_base, build_sft, train_tokenizer
 from onmerge.toyworld.world import COLUMN_CATEGORY, tokenizer_corpus
@@ -92,8 +93,8 @@ def _write_preferences(folder: Path, pairs: int, seed: int) -> None:
     test_pairs = max(1, pairs // 8)
     for split, count in (("test", test_pairs), ("train", pairs)):  # train.json last: its presence means done
         chosen_rejected = judge.preference_pairs(count, seed, "eval" if split == "test" else "train")
-        _write_json(folder / f"{split}_unpaired.json", judge.to_unpaired(chosen_rejected))
-        _write_json(folder / f"{split}.json", judge.to_conversational(chosen_rejected))
+        write_json(folder / f"{split}_unpaired.json", judge.to_unpaired(chosen_rejected))
+        write_json(folder / f"{split}.json", judge.to_conversational(chosen_rejected))
 
 
 def _one_torch_thread() -> None:
@@ -106,13 +107,6 @@ def _timed(function, *args, **kwargs) -> float:
     start = time.perf_counter()
     function(*args, **kwargs)
     return time.perf_counter() - start
-
-
-def _write_json(path: Path, payload: object) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(payload))
-    partial.replace(path)
 
 
 def evaluate(model: Path, world: World, out: Path) -> dict:
@@ -176,14 +170,14 @@ def alignment_tax(world: World, seeds: list[int], out: Path, training: Preferenc
                     training=PreferenceTraining(**(asdict(training) | {"seed": seed})),
                     optimizer=OptimizerSpec("adamw"),
                 )
-                _write_json(cell / "train_seconds.json", time.perf_counter() - start)
+                write_json(cell / "train_seconds.json", time.perf_counter() - start)
             metrics = evaluate(model, world, cell)
             answers = json.loads((cell / "answers.json").read_text())
             table.append(
                 {"backbone": name, "model": "adamw", "seed": seed}
                 | summarize(world, metrics, answers, reference_answers)
             )
-    _write_json(out / "alignment_tax.json", table)
+    write_json(out / "alignment_tax.json", table)
     return table
 
 

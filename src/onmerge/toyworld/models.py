@@ -12,10 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -36,6 +32,7 @@ from transformers import (
 from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX as QWEN2_SPLIT_REGEX
 from trl import SFTConfig, SFTTrainer
 
+from onmerge.atomic import atomic_dir
 from onmerge.toyworld.world import pretraining_documents, sft_conversations
 
 logger = logging.getLogger(__name__)
@@ -182,20 +179,6 @@ def _model_config(spec: BackboneSpec, tokenizer: PreTrainedTokenizerFast) -> Qwe
     )
 
 
-@contextmanager
-def _atomic_dir(out: Path) -> Iterator[Path]:
-    """A temporary sibling of `out`, renamed to `out` only once the body succeeds: a failed build leaves no `out`."""
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)  # a leftover of a killed run that had the same process id
-    tmp.mkdir(parents=True)
-    try:
-        yield tmp
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _blocks(tokenizer: PreTrainedTokenizerFast, documents: list[str], length: int) -> torch.Tensor:
     """Documents joined by `<|endoftext|>` and cut into equal blocks, as in causal-LM pretraining (tail dropped)."""
     ids = [token for doc in tokenizer(documents)["input_ids"] for token in [*doc, tokenizer.pad_token_id]]
@@ -242,7 +225,7 @@ def build_base(backbone: str, out: Path, scale: ToyScale, seed: int, *, tokenize
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
     logger.info("%s base: %d steps, final loss %.3f", backbone, scale.pretrain_steps, losses[-1])
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         _write_losses(tmp, dict(enumerate(losses, start=1)))
@@ -254,7 +237,7 @@ def build_sft(base: Path, out: Path, scale: ToyScale, seed: int) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(base)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
     dataset = Dataset.from_list([{"messages": chat} for chat in sft_conversations(scale.sft_conversations, seed)])
-    with _atomic_dir(out) as tmp:
+    with atomic_dir(out) as tmp:
         args = SFTConfig(
             output_dir=str(tmp),
             num_train_epochs=scale.sft_epochs,
