@@ -349,32 +349,38 @@ def _codeapex(rng: random.Random, language: Language) -> Item:
     return _code_item("toy_codeapex", prompt, body, tests)
 
 
-# Verifiable instructions: (prompt text, how to make a plain answer satisfy it, checker).
-def _instructions(rng: random.Random) -> dict[str, tuple[str, Callable[[str], str], Callable[[str], bool]]]:
+# Verifiable instructions: prompt text, how to make a plain answer follow it, and a check of (response, prompt).
+# Checks read any word they need back from the prompt, so scoring needs nothing but the document.
+_START_WORD = re.compile(r"start your answer with the word (\w+)")
+_END_WORD = re.compile(r"end your answer with the word (\w+)")
+Instruction = tuple[str, Callable[[str], str], Callable[[str, str], bool]]
+
+
+def _first_word_is(response: str, prompt: str) -> bool:
+    return (words_of(response) or [""])[0] == _START_WORD.search(prompt).group(1)
+
+
+def _last_word_is(response: str, prompt: str) -> bool:
+    return (words_of(response) or [""])[-1] == _END_WORD.search(prompt).group(1)
+
+
+def _instructions(rng: random.Random) -> dict[str, Instruction]:
     start, end = rng.choice(["yes", "sure", "here"]), rng.choice(["done", "end", "ok"])
     return {
         "uppercase": (
             "answer in uppercase letters only.",
             str.upper,
-            lambda r: any(c.isalpha() for c in r) and r == r.upper(),
+            lambda r, _: any(c.isalpha() for c in r) and r == r.upper(),
         ),
-        "start_word": (
-            f"start your answer with the word {start}.",
-            lambda r: f"{start} {r}",
-            lambda r, w=start: (words_of(r) or [""])[0] == w,
-        ),
-        "end_word": (
-            f"end your answer with the word {end}.",
-            lambda r: f"{r.rstrip('.')} {end}.",
-            lambda r, w=end: (words_of(r) or [""])[-1] == w,
-        ),
-        "no_commas": ("do not use any commas.", lambda r: r.replace(",", ""), lambda r: "," not in r),
+        "start_word": (f"start your answer with the word {start}.", lambda r: f"{start} {r}", _first_word_is),
+        "end_word": (f"end your answer with the word {end}.", lambda r: f"{r.rstrip('.')} {end}.", _last_word_is),
+        "no_commas": ("do not use any commas.", lambda r: r.replace(",", ""), lambda r, _: "," not in r),
         "quotes": (
             "wrap your whole answer in double quotes.",
             lambda r: f'"{r}"',
-            lambda r: len(r.strip()) > 1 and r.strip()[0] == r.strip()[-1] == '"',
+            lambda r, _: len(r.strip()) > 1 and r.strip()[0] == r.strip()[-1] == '"',
         ),
-        "max_words": ("use at most 8 words.", lambda r: r, lambda r: 0 < len(r.split()) <= 8),
+        "max_words": ("use at most 8 words.", lambda r: r, lambda r, _: 0 < len(r.split()) <= 8),
     }
 
 
@@ -614,8 +620,8 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
         program = _code_of(response) + "\n\n" + "\n".join(doc["tests"]) + "\n"
         return {task: float(run_python(program, timeout=3.0).passed)}
     if task == "toy_ifeval":
-        checks = _instructions(random.Random(0))  # start/end words are read back from the prompt, not the draw
-        results = [_check_instruction(name, response, doc, checks) for name in doc["instructions"]]
+        checks = _instructions(random.Random(0))
+        results = [checks[name][2](response, doc["prompt"]) for name in doc["instructions"]]
         return {"toy_ifeval_prompt": float(all(results)), "toy_ifeval_inst": sum(results) / len(results)}
     if task in {"toy_coqa", "toy_drop"}:
         return {task: _keyword_recall(response, doc["keywords"])}
@@ -624,17 +630,6 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
     if task == "toy_code_switch":
         return {task: float(language_of(response) == doc["target"])}
     raise ValueError(f"task {task!r} is not scored by generation")
-
-
-def _check_instruction(name: str, response: str, doc: dict[str, Any], catalogue: dict) -> bool:
-    """Start/end words differ per item, so they are read back from the prompt; the other checks are fixed."""
-    if name == "start_word":
-        word = re.search(r"start your answer with the word (\w+)", doc["prompt"]).group(1)
-        return (words_of(response) or [""])[0] == word
-    if name == "end_word":
-        word = re.search(r"end your answer with the word (\w+)", doc["prompt"]).group(1)
-        return (words_of(response) or [""])[-1] == word
-    return catalogue[name][2](response)
 
 
 # ---------------------------------------------------------------------------------------------------------------
