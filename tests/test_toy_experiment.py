@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_world_then_alignment_tax_table(tmp_path):
-    small = {"backbones": ["qwen-s"], "preference_pairs": 32, "docs_per_task": 4}
+    small = {"seed": 0, "backbones": ["qwen-s"], "preference_pairs": 32, "docs_per_task": 4}
     world, timings = experiment.build_world(tmp_path / "world", SMOKE_SCALE, **small)
     assert {"tokenizer qwen2", "base qwen-s", "sft qwen-s", "preferences", "suite"} == set(timings)
     assert experiment.build_world(tmp_path / "world", SMOKE_SCALE, **small)[1] == {}, "a second build redoes nothing"

@@ -117,8 +117,8 @@ def rows_to_tsv(rows: list[BenchRow]) -> str:
     )
 
 
-def run_toy_benchmark() -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """Build the default toy world from scratch, train one AdamW DPO cell, evaluate it; time each step.
+def run_toy_benchmark(config: Path) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Build the configured toy world from scratch, train one AdamW DPO cell, evaluate it; time each step.
 
     Returns the seconds of every build step (they overlap in the parallel build), and (wall seconds, budget) for the
     issue's three budgets.
@@ -126,13 +126,16 @@ def run_toy_benchmark() -> tuple[dict[str, float], dict[str, tuple[float, float]
     import json
     import tempfile
 
-    from onmerge.toyworld.experiment import TOY_DPO, build_world, evaluate
+    from onmerge.config import load_config
+    from onmerge.toyworld.experiment import build_world, evaluate, settings_from_config
     from onmerge.training import OptimizerSpec, train_preference
+
+    scale, training, world_arguments = settings_from_config(load_config(config)["toy"])
 
     with tempfile.TemporaryDirectory(prefix="onmerge-bench-toy-") as scratch:
         root = Path(scratch)
         start = time.perf_counter()
-        world, steps = build_world(root)  # steps overlap: two builds run at once
+        world, steps = build_world(root, scale, **world_arguments)  # steps overlap: two builds run at once
         models = time.perf_counter() - start
         name = next(iter(world.sfts))
         start = time.perf_counter()
@@ -141,7 +144,7 @@ def run_toy_benchmark() -> tuple[dict[str, float], dict[str, tuple[float, float]
             base=world.bases[name],
             rows=json.loads(world.preferences.read_text()),
             out=root / "dpo",
-            training=TOY_DPO,
+            training=training,
             optimizer=OptimizerSpec("adamw"),
         )
         dpo = time.perf_counter() - start

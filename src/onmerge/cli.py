@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from onmerge.config import DEFAULT_CONFIG
+
 
 def _bench_optim(args: argparse.Namespace) -> None:
     from onmerge.atomic import write_text
@@ -25,20 +27,23 @@ def _bench_optim(args: argparse.Namespace) -> None:
 
 
 def _toy_tax(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.experiment import alignment_tax, build_world, format_table
+    from onmerge.config import load_config
+    from onmerge.toyworld.experiment import alignment_tax, build_world, format_table, settings_from_config
 
+    toy = load_config(args.config)["toy"]  # fails here, before any work, naming a bad key
+    scale, training, world_arguments = settings_from_config(toy)
     torch.set_num_threads(args.threads)
-    world, timings = build_world(args.root / "world", backbones=args.backbones)
+    world, timings = build_world(args.root / "world", scale, **world_arguments)
     for step, seconds in timings.items():
         print(f"built {step} in {seconds:.1f} s")
-    print(format_table(alignment_tax(world, args.seeds, args.root / "tax")))
+    print(format_table(alignment_tax(world, toy["seeds"], args.root / "tax", training)))
 
 
 def _bench_toy(args: argparse.Namespace) -> None:
     from onmerge.bench import run_toy_benchmark
 
     torch.set_num_threads(args.threads)
-    steps, totals = run_toy_benchmark()
+    steps, totals = run_toy_benchmark(args.config)
     print(f"toy world from scratch, {torch.get_num_threads()} torch thread(s) per process; budgets from the issue")
     print("build steps (two run at once, so they overlap):")
     for step, seconds in steps.items():
@@ -62,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     optim.set_defaults(run=_bench_optim)
     toy_bench = bench_kinds.add_parser("toy", help="time building the toy world, one DPO run and one evaluation")
     toy_bench.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
+    toy_bench.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="run configuration (its `toy` section)")
     toy_bench.set_defaults(run=_bench_toy)
 
     toy = commands.add_parser("toy", help="the toy world")
     toy_kinds = toy.add_subparsers(dest="kind", required=True)
     tax = toy_kinds.add_parser("tax", help="AdamW DPO against the SFT reference: reward up, benchmarks down?")
     tax.add_argument("--root", type=Path, default=Path("results/toy"), help="where the world and the cells go")
-    tax.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    tax.add_argument("--backbones", nargs="+", help="default: all three")
+    tax.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="run configuration (its `toy` section)")
     tax.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     tax.set_defaults(run=_toy_tax)
     return parser

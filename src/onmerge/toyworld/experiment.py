@@ -17,16 +17,9 @@ from pathlib import Path
 from onmerge.aggregate import benchmark_average
 from onmerge.atomic import write_json
 from onmerge.toyworld import evaluation, judge, suite
-from onmerge.toyworld.models import BACKBONES, TOY_SCALE, ToyScale, build_base, build_sft, train_tokenizer
+from onmerge.toyworld.models import BACKBONES, SMOKE_SCALE, TOY_SCALE, ToyScale, build_base, build_sft, train_tokenizer
 from onmerge.toyworld.world import COLUMN_CATEGORY, tokenizer_corpus
 from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
-
-# The paper's DPO settings scaled to the toy: beta 0.1, cosine with warm-up, lr 2e-4 (the toy SFT trains at 2e-3).
-TOY_DPO = PreferenceTraining(
-    loss="dpo", beta=0.1, learning_rate=2e-4, epochs=1, batch_size=16, warmup_steps=6, max_length=128
-)
-PREFERENCE_PAIRS = 1024
-DOCS_PER_TASK = 40
 
 
 @dataclass(frozen=True)
@@ -41,19 +34,22 @@ class World:
 
 def build_world(
     root: Path,
-    scale: ToyScale = TOY_SCALE,
-    seed: int = 0,
-    backbones: list[str] | None = None,
-    preference_pairs: int = PREFERENCE_PAIRS,
-    docs_per_task: int = DOCS_PER_TASK,
+    scale: ToyScale,
+    *,
+    seed: int,
+    backbones: list[str],
+    preference_pairs: int,
+    docs_per_task: int,
     workers: int = 2,
 ) -> tuple[World, dict[str, float]]:
     """Everything the toy grid starts from, under `root`, skipping what exists; returns the world and seconds per step.
 
+    The settings come from the run configuration's `toy` section (`settings_from_config`).
+
     Models train in `workers` single-threaded processes: tiny models run 4x slower on two threads than on one
     (measured), so two cores serve best as two builds at once. Each SFT starts as soon as its base is done.
     """
-    names = list(BACKBONES) if backbones is None else backbones
+    names = backbones
     timings: dict[str, float] = {}
     tokenizers = {}
     for arch in sorted({BACKBONES[name].arch for name in names}):
@@ -138,7 +134,7 @@ def summarize(
     }
 
 
-def alignment_tax(world: World, seeds: list[int], out: Path, training: PreferenceTraining = TOY_DPO) -> list[dict]:
+def alignment_tax(world: World, seeds: list[int], out: Path, training: PreferenceTraining) -> list[dict]:
     """AdamW DPO from each SFT model with each seed, summarised beside the SFT reference and the base model."""
     rows = json.loads(world.preferences.read_text())
     table = []
@@ -179,6 +175,19 @@ def alignment_tax(world: World, seeds: list[int], out: Path, training: Preferenc
             )
     write_json(out / "alignment_tax.json", table)
     return table
+
+
+def settings_from_config(toy: dict) -> tuple[ToyScale, PreferenceTraining, dict]:
+    """The validated `toy` section of the run configuration as (scale, DPO training, `build_world` arguments)."""
+    scale = {"toy": TOY_SCALE, "smoke": SMOKE_SCALE}[toy["scale"]]
+    training = PreferenceTraining(loss="dpo", **toy["dpo"])
+    world = {
+        "seed": toy["world_seed"],
+        "backbones": toy["backbones"],
+        "preference_pairs": toy["preference_pairs"],
+        "docs_per_task": toy["docs_per_task"],
+    }
+    return scale, training, world
 
 
 def format_table(table: list[dict]) -> str:
