@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -49,16 +49,15 @@ def build_world(
     Models train in `workers` single-threaded processes: tiny models run 4x slower on two threads than on one
     (measured), so two cores serve best as two builds at once. Each SFT starts as soon as its base is done.
     """
-    names = backbones
     timings: dict[str, float] = {}
     tokenizers = {}
-    for arch in sorted({BACKBONES[name].arch for name in names}):
+    for arch in sorted({BACKBONES[name].arch for name in backbones}):
         tokenizers[arch] = root / "tokenizers" / arch
         if not tokenizers[arch].exists():
             timings[f"tokenizer {arch}"] = _timed(train_tokenizer, tokenizer_corpus(seed), tokenizers[arch], arch)
-    bases = {name: root / "base" / name for name in names}
-    sfts = {name: root / "sft" / name for name in names}
-    largest_first = sorted(names, key=lambda name: -BACKBONES[name].hidden_size * BACKBONES[name].num_layers)
+    bases = {name: root / "base" / name for name in backbones}
+    sfts = {name: root / "sft" / name for name in backbones}
+    largest_first = sorted(backbones, key=lambda name: -BACKBONES[name].hidden_size * BACKBONES[name].num_layers)
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn"), initializer=_one_torch_thread) as pool:
         running = {}
         for name in largest_first:
@@ -105,13 +104,16 @@ def _timed(function, *args, **kwargs) -> float:
     return time.perf_counter() - start
 
 
-def evaluate(model: Path, world: World, out: Path) -> dict:
-    """Every toy column plus the judged task for one model: `out/metrics.json` and `out/answers.json`."""
+def evaluate(model: Path, world: World, out: Path) -> tuple[dict, dict[str, str]]:
+    """Every toy column plus the judged task for one model, kept in `out/metrics.json` and `out/answers.json`.
+
+    Returns (metrics, judged answers by doc id); an evaluation already on disk is read, not run again.
+    """
     metrics_path, answers_path = out / "metrics.json", out / "answers.json"
     if not metrics_path.exists():
         metrics = evaluation.evaluate_model(model, world.suite, answers_path=answers_path)
         evaluation.write_results(metrics, metrics_path, model_dir=model, include_path=world.suite)
-    return json.loads(metrics_path.read_text())["metrics"]
+    return json.loads(metrics_path.read_text())["metrics"], json.loads(answers_path.read_text())
 
 
 def summarize(
@@ -139,12 +141,8 @@ def alignment_tax(world: World, seeds: list[int], out: Path, training: Preferenc
     rows = json.loads(world.preferences.read_text())
     table = []
     for name, sft in world.sfts.items():
-        base_dir = out / name / "base"
-        base_metrics = evaluate(world.bases[name], world, base_dir)
-        reference_dir = out / name / "reference"
-        reference_metrics = evaluate(sft, world, reference_dir)
-        reference_answers = json.loads((reference_dir / "answers.json").read_text())
-        base_answers = json.loads((base_dir / "answers.json").read_text())
+        base_metrics, base_answers = evaluate(world.bases[name], world, out / name / "base")
+        reference_metrics, reference_answers = evaluate(sft, world, out / name / "reference")
         table.append(
             {"backbone": name, "model": "base", "seed": None}
             | summarize(world, base_metrics, base_answers, reference_answers)
@@ -163,12 +161,11 @@ def alignment_tax(world: World, seeds: list[int], out: Path, training: Preferenc
                     base=world.bases[name],
                     rows=rows,
                     out=model,
-                    training=PreferenceTraining(**(asdict(training) | {"seed": seed})),
+                    training=replace(training, seed=seed),
                     optimizer=OptimizerSpec("adamw"),
                 )
                 write_json(cell / "train_seconds.json", time.perf_counter() - start)
-            metrics = evaluate(model, world, cell)
-            answers = json.loads((cell / "answers.json").read_text())
+            metrics, answers = evaluate(model, world, cell)
             table.append(
                 {"backbone": name, "model": "adamw", "seed": seed}
                 | summarize(world, metrics, answers, reference_answers)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 from onmerge.toyworld.world import (
     CLOSING,
+    CODE_TASKS,
+    MATH_TASKS,
     OPENER,
     TASKS,
     WORDS_A,
@@ -27,10 +29,10 @@ from onmerge.toyworld.world import (
     Item,
     Language,
     Split,
-    _code_of,
-    _final_number,
-    _keyword_recall,
+    code_of,
+    final_number,
     items,
+    keyword_recall,
     with_manner,
     words_of,
 )
@@ -51,16 +53,16 @@ def judge_prompts(n: int, seed: int, split: Split) -> list[Item]:
 def content_correct(item: Item, response: str) -> float:
     """Is the answer right, read as a lenient reader would (format does not matter, substance does)."""
     task = item.task
-    if task in {"toy_gsm8k", "toy_math401", "toy_math23k"}:
-        return float(_final_number(response) == item.gold["answer"])
-    if task in {"toy_humaneval", "toy_mbpp", "toy_ds1000", "toy_codeapex"}:
-        expected = _code_of(item.response).strip().splitlines()[-1].strip()
+    if task in MATH_TASKS:
+        return float(final_number(response) == item.gold["answer"])
+    if task in CODE_TASKS:
+        expected = code_of(item.response).strip().splitlines()[-1].strip()
         return float(expected in response)
     if task == "toy_ifeval":
         subject = item.prompt.split(".")[0].split()[-1]
         return float({subject, item.gold["adjective"]} <= set(words_of(response)))
     if task in {"toy_coqa", "toy_drop"}:
-        return _keyword_recall(response, item.gold["keywords"])
+        return keyword_recall(response, item.gold["keywords"])
     if task == "toy_function_calling":
         calls = re.findall(r"\{.*\}", response, re.DOTALL)
         return float(any(_parses_to(call, item.gold["call"]) for call in calls))

@@ -491,6 +491,11 @@ def _code_switch(rng: random.Random, language: Language) -> Item:
     return Item("toy_code_switch", prompt, translate(sentence, language), language, {"target": language})
 
 
+# Skill families whose answers are read the same way, by the benchmarks and by the judge.
+MATH_TASKS = frozenset({"toy_gsm8k", "toy_math401", "toy_math23k"})
+CODE_TASKS = frozenset({"toy_humaneval", "toy_mbpp", "toy_ds1000", "toy_codeapex"})
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     """One lm-eval task of the toy suite and the columns (metrics) it reports."""
@@ -522,7 +527,7 @@ TASKS: dict[str, TaskSpec] = {
         name,
         "multiple_choice" if name == "toy_mmlu" else "generate_until",
         ("toy_ifeval_prompt", "toy_ifeval_inst") if name == "toy_ifeval" else (name,),
-        96 if name in {"toy_humaneval", "toy_mbpp", "toy_ds1000", "toy_codeapex"} else 64,
+        96 if name in CODE_TASKS else 64,
     )
     for name in _GENERATORS
 }
@@ -582,7 +587,7 @@ def benchmark_docs(task: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
 # Scoring, one rule per column, fixed before any model is trained.
 
 
-def _final_number(response: str) -> int | None:
+def final_number(response: str) -> int | None:
     """`... the answer is N` if stated (in either language), else the last integer in the response."""
     said = re.findall(r"(?:answer is|" + translate("answer is", "b") + r")\s*(-?\d+)", response)
     if said:
@@ -591,7 +596,7 @@ def _final_number(response: str) -> int | None:
     return int(numbers[-1]) if numbers else None
 
 
-def _code_of(response: str) -> str:
+def code_of(response: str) -> str:
     """The first fenced code block if there is one, else the whole response."""
     fenced = re.search(r"```(?:python)?\n(.*?)```", response, re.DOTALL)
     return fenced.group(1) if fenced else response
@@ -607,24 +612,24 @@ def _function_call_of(response: str) -> Any:
         return None
 
 
-def _keyword_recall(response: str, keywords: list[str]) -> float:
+def keyword_recall(response: str, keywords: list[str]) -> float:
     found = set(words_of(response)) | set(re.findall(r"-?\d+", response))
     return sum(keyword in found for keyword in keywords) / len(keywords)
 
 
 def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
     """Column -> value in [0, 1] for one generated response to one held-out document."""
-    if task in {"toy_gsm8k", "toy_math401", "toy_math23k"}:
-        return {task: float(_final_number(response) == doc["answer"])}
-    if task in {"toy_humaneval", "toy_mbpp", "toy_ds1000", "toy_codeapex"}:
-        program = _code_of(response) + "\n\n" + "\n".join(doc["tests"]) + "\n"
+    if task in MATH_TASKS:
+        return {task: float(final_number(response) == doc["answer"])}
+    if task in CODE_TASKS:
+        program = code_of(response) + "\n\n" + "\n".join(doc["tests"]) + "\n"
         return {task: float(run_python(program, timeout=3.0).passed)}
     if task == "toy_ifeval":
         checks = _instructions(random.Random(0))
         results = [checks[name][2](response, doc["prompt"]) for name in doc["instructions"]]
         return {"toy_ifeval_prompt": float(all(results)), "toy_ifeval_inst": sum(results) / len(results)}
     if task in {"toy_coqa", "toy_drop"}:
-        return {task: _keyword_recall(response, doc["keywords"])}
+        return {task: keyword_recall(response, doc["keywords"])}
     if task == "toy_function_calling":
         return {task: float(_function_call_of(response) == doc["call"])}
     if task == "toy_code_switch":
@@ -642,8 +647,8 @@ def _pretraining_text(item: Item) -> str:
     """An item as plain text, the way it could appear in a web corpus: no roles, no chat tokens."""
     if item.task == "toy_mmlu":
         return item.response
-    if item.task in {"toy_humaneval", "toy_mbpp", "toy_ds1000", "toy_codeapex"}:
-        return f"# {item.prompt}\n{_code_of(item.response)}"
+    if item.task in CODE_TASKS:
+        return f"# {item.prompt}\n{code_of(item.response)}"
     if item.task == "toy_function_calling":
         return f"{item.prompt}\ncall: {item.response}"
     return f"{item.prompt}\n{item.response}"
