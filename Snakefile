@@ -1,15 +1,36 @@
 # Reproduction of "Online Merging Optimizers for Boosting Rewards and Mitigating Tax in Alignment" (arXiv 2405.17931).
-# Stages live in workflow/rules/, one file each; the package in src/onmerge does the work.
+# Stages live in workflow/rules/, one file each; the package in src/onmerge does the work; onmerge.grid names cells.
 
 # Anchored to this file: with --directory, a relative path would be looked up in the working directory instead.
 configfile: f"{workflow.basedir}/workflow/config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+
+
+# A cell path has one spelling per setting (onmerge.grid), so each wildcard matches one path segment.
+wildcard_constraints:
+    backbone=r"[^/]+",
+    loss="|".join(grid.LOSSES),
+    method="|".join(grid.METHOD_PARAMS),
+    params=r"[^/]+",
+    seed=r"\d+",
+    merge="|".join(grid.MERGES),
+    merge_params=r"[^/]+",
+    model=r".+",
+
+
+include: "workflow/rules/models.smk"
+include: "workflow/rules/preferences.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/merging.smk"
+include: "workflow/rules/evaluation.smk"
+include: "workflow/rules/aggregation.smk"
 include: "workflow/rules/benchmarks.smk"
 
 
 rule all:
+    """Every cell of the configured preset, evaluated and aggregated."""
     default_target: True
     input:
-        "results/bench/optim.tsv",
+        f"{RESULTS}/results.csv",

@@ -1,17 +1,16 @@
-"""The toy experiment end to end on a world small enough for the test suite (smoke scale, one backbone)."""
+"""The toy world built in one call (as `onmerge bench toy` does) at smoke scale, and the judge's win rates."""
 
 import json
 
 import pytest
 
-from onmerge.toyworld import experiment
-from onmerge.toyworld.models import SMOKE_SCALE
-from onmerge.training import PreferenceTraining
+from onmerge.toyworld import evaluation, experiment, suite
+from onmerge.toyworld.backbones import SMOKE_SCALE
 
 pytestmark = pytest.mark.slow
 
 
-def test_world_then_alignment_tax_table(tmp_path):
+def test_world_builds_once_and_judges_against_the_reference(tmp_path):
     small = {"seed": 0, "backbones": ["qwen-s"], "preference_pairs": 32, "docs_per_task": 4}
     world, timings = experiment.build_world(tmp_path / "world", SMOKE_SCALE, **small)
     assert {"tokenizer qwen2", "base qwen-s", "sft qwen-s", "preferences", "suite"} == set(timings)
@@ -25,14 +24,12 @@ def test_world_then_alignment_tax_table(tmp_path):
     }
     train_prompts = {row["prompt"][0]["content"] for row in preferences["train.json"]}
     assert not train_prompts & {row["prompt"][0]["content"] for row in preferences["test.json"]}
-    training = PreferenceTraining(learning_rate=1e-3, epochs=1, batch_size=8, warmup_steps=1, max_length=96)
-    table = experiment.alignment_tax(world, [0], tmp_path / "tax", training)
-    base, reference, adamw = table
-    assert (base["model"], reference["model"], adamw["model"], adamw["seed"]) == ("base", "reference", "adamw", 0)
-    assert reference["alpacaeval_lc"] == 50.0  # the reference against itself
-    for row in table:
-        assert 0.0 <= row["benchmark_avg"]["value"] <= 1.0 and row["benchmark_avg"]["stderr"] >= 0.0
-        assert 1.0 <= row["mt_bench"]["value"] <= 10.0
-        assert set(row) >= {"math", "code", "agent", "code_switching", "alpacaeval_raw"}
-    assert json.loads((tmp_path / "tax" / "alignment_tax.json").read_text()) == json.loads(json.dumps(table))
-    assert "qwen-s" in experiment.format_table(table)
+    answers = {doc_id: f"answer {doc_id}" for doc_id in _judged_ids(world.suite)}
+    assert evaluation.win_rates(world.suite, answers, answers) == {"alpacaeval_lc": 50.0, "alpacaeval_raw": 50.0}
+    with pytest.raises(ValueError, match="judged answers are missing"):
+        evaluation.win_rates(world.suite, {}, answers)
+
+
+def _judged_ids(include_path):
+    manifest = evaluation.read_manifest(include_path)
+    return [doc["id"] for doc in suite.docs(suite.JUDGE_TASK.name, manifest["n_per_task"], manifest["seed"])]

@@ -2,6 +2,7 @@
 
 import pytest
 
+from onmerge import preferences
 from onmerge.toyworld import judge
 from onmerge.toyworld.judge import (
     answer_language,
@@ -10,7 +11,6 @@ from onmerge.toyworld.judge import (
     length_controlled_win_rate,
     preference_pairs,
     to_conversational,
-    to_unpaired,
 )
 from onmerge.toyworld.world import benchmark_docs, items, with_manner
 
@@ -63,7 +63,7 @@ def test_preference_pairs_prefer_the_judges_choice():
     assert pairs == preference_pairs(300, seed=0)
     conversational = to_conversational(pairs[:5])
     assert conversational[0]["chosen"][0]["role"] == "assistant"
-    unpaired = to_unpaired(pairs[:5])
+    unpaired = preferences.unpaired(conversational)
     assert [row["label"] for row in unpaired[:2]] == [True, False]
 
 

@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
 
 import onmerge.toyworld.models as toy
-from onmerge.toyworld.models import BACKBONES, LOSS_LOG, SMOKE_SCALE, build_base, build_sft, train_tokenizer
+from onmerge.toyworld.backbones import BACKBONES, SMOKE_SCALE
+from onmerge.toyworld.models import LOSS_LOG, build_base, build_sft, train_tokenizer
 from onmerge.toyworld.world import sft_conversations, tokenizer_corpus
 
 CHAT = [

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
+from onmerge.training import OptimizerSpec, PreferenceTraining, batch_split, train_preference
 
 from tiny import save_base_and_sft, tiny_preference_dataset, tiny_unpaired_dataset
 
@@ -65,6 +65,36 @@ def test_ema_cell_saves_the_averaged_weights(checkpoints, tmp_path):
         optimizer=OptimizerSpec("ema", ema_decay=0.01),
     )
     assert 0 < moved(ema, sft) < 0.1 * moved(adamw, sft)
+
+
+def test_lora_cell_saves_a_plain_checkpoint_with_the_adapters_merged(checkpoints, tmp_path):
+    _, sft = checkpoints
+    out = train_preference(
+        sft=sft,
+        base=None,
+        rows=tiny_preference_dataset(8).to_list(),
+        out=tmp_path / "lora",
+        training=PreferenceTraining(**TINY),
+        optimizer=OptimizerSpec("lora", lora_rank=4),
+    )
+    trained, before = weights(out), weights(sft)
+    assert trained.keys() == before.keys(), "same parameter names as the SFT model: no adapter left"
+    changed = {name for name in before if not torch.equal(trained[name], before[name])}
+    assert changed and all(name.endswith("proj.weight") for name in changed), "only the adapted linear layers move"
+    assert not (out / "adapter_config.json").exists()
+
+
+@pytest.mark.parametrize("per_device, processes, expected", [(None, 1, (8, 1)), (2, 1, (2, 4)), (2, 2, (2, 2))])
+def test_global_batch_splits_over_devices_and_accumulation(monkeypatch, per_device, processes, expected):
+    monkeypatch.setenv("WORLD_SIZE", str(processes))
+    training = PreferenceTraining(batch_size=8, per_device_batch_size=per_device)
+    assert batch_split(training) == expected
+
+
+def test_a_global_batch_that_does_not_divide_is_refused(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="global batch 8 is not a multiple of 2 per device x 3 processes"):
+        batch_split(PreferenceTraining(batch_size=8, per_device_batch_size=2))
 
 
 def test_online_optimizer_needs_the_base_model(checkpoints, tmp_path):

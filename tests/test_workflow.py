@@ -1,44 +1,79 @@
-"""The Snakemake workflow: dry-run, lint, and config validation before any job starts."""
+"""The Snakemake workflow: every preset dry-runs, bad input fails before any job, and a real smoke-preset run whose
+reruns touch exactly what changed."""
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--cores", "1"]
+PRESETS = ROOT / "workflow" / "config" / "presets"
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
+ONDARE = "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.001_k~1/seed~0"
 
 
-def snakemake(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*SNAKEMAKE, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+def snakemake(*args: str, cores: int = 2, workdir: Path = ROOT) -> subprocess.CompletedProcess:
+    command = [*SNAKEMAKE, "--cores", str(cores), "--directory", str(workdir), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
 
 
-def test_default_target_dry_runs():
-    result = snakemake("--dry-run")
+def job_counts(output: str) -> dict[str, int]:
+    """The dry-run's "Job stats" table as {rule: count} (without the total)."""
+    table = output.split("Job stats:")[1].split("\n\n")[0]
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", table, flags=re.MULTILINE))
+    return {rule: int(count) for rule, count in counts.items() if rule != "total"}
+
+
+@pytest.mark.parametrize(
+    "preset, expected",
+    [
+        # 3 tokenizers/bases/SFTs, 50 trainings, 21 offline merges, 74 evaluated models (each also judged)
+        (
+            "toy",
+            {"toy_tokenizer": 2, "toy_base": 3, "toy_sft": 3, "train": 50, "merge": 21, "evaluate": 74, "judge": 74},
+        ),
+        # Table 1 block (13 trainings with the KL and EMA searches, 35 offline merges), Table 2, Figures 2 and 3,
+        # and the interpolation curve
+        ("qwen1.5-1.8b", {"fetch_model": 2, "ultrafeedback": 1, "train": 43, "merge": 39, "evaluate": 83}),
+        ("qwen1.5-7b", {"fetch_model": 2, "ultrafeedback": 1, "train": 25, "merge": 35, "evaluate": 61}),
+        ("llama-3-8b", {"fetch_model": 2, "ultrafeedback": 1, "train": 13, "merge": 35, "evaluate": 49}),
+    ],
+)
+def test_every_preset_dry_runs_every_cell(tmp_path, preset, expected):
+    result = snakemake("--dry-run", "--config", f"preset={preset}", workdir=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "bench_optim" in result.stdout
+    counts = job_counts(result.stdout)
+    assert {rule: counts.get(rule, 0) for rule in expected} == expected
+    assert counts["aggregate"] == counts["all"] == 1
 
 
-def test_lint_is_clean():
-    result = snakemake("--lint")
+@pytest.mark.parametrize("preset", ["toy", "smoke"])
+def test_lint_is_clean(preset):
+    result = snakemake("--lint", "--config", f"preset={preset}")
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+TINY_BENCH = "benchmarks:\n  optimizer: {params: 20000, tensors: 2, reserve_p: 0.01, repeats: 1}\n"
 
 
 @pytest.mark.parametrize(
     "config_text, named",
     [
-        ("benchmarks:\n  optimizer: {params: 1000, tensors: 2, reserve_p: 0.01, repeats: 1, speed: 3}\n", "speed"),
-        ("benchmarks:\n  optimizer: {params: 1000, tensors: 2, reserve_p: high, repeats: 1}\n", "high"),
-        ("benchmarks:\n  optimizer: {params: 1000, tensors: 2, reserve_p: 1.5, repeats: 1}\n", "1.5"),
-        ("benchmarks:\n  optimizer: {params: 1000, tensors: 0, reserve_p: 0.01, repeats: 1}\n", "tensors"),
-        ("benchmark: {}\n", "benchmark"),
+        ("preset: toy\n" + TINY_BENCH.replace("repeats: 1", "repeats: 1, speed: 3"), "speed"),
+        ("preset: toy\n" + TINY_BENCH.replace("0.01", "1.5"), "1.5"),
+        ("preset: 3\n" + TINY_BENCH, "3 is not of type 'string'"),
+        ("preset: toy\nbenchmark: {}\n", "benchmark"),
     ],
 )
 def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, config_text, named):
     config = tmp_path / "config.yaml"
     config.write_text(config_text)
-    result = snakemake("--dry-run", "--configfile", str(config))
+    result = snakemake("--dry-run", "--configfile", str(config), workdir=tmp_path)
     assert result.returncode != 0
     output = result.stdout + result.stderr
     assert "Error validating config file" in output
@@ -46,19 +81,110 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, config_text, n
     assert "Job stats" not in output
 
 
-def test_default_target_runs_end_to_end_and_then_has_nothing_to_do(tmp_path):
-    """A real run of every stage the workflow has, on a tiny setting, in a scratch working directory."""
+@pytest.mark.parametrize(
+    "edit, named",
+    [
+        (
+            lambda p: p["methods"]["ondare"].update(reserve_p=2),
+            "smoke.yaml: methods.ondare.reserve_p: 2 is greater than",
+        ),
+        (lambda p: p["studies"]["table1"]["methods"].append("onties"), "studies.table1.methods: 'onties' is not one"),
+        (lambda p: p["training"].update(lr=1), "training: Additional properties are not allowed ('lr'"),
+    ],
+)
+def test_bad_preset_fails_before_any_job_naming_the_key(tmp_path, edit, named):
+    preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
+    edit(preset)
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
+    result = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=tmp_path)
+    assert result.returncode != 0
+    assert named in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
+def test_unknown_preset_is_named(tmp_path):
+    result = snakemake("--dry-run", "--config", "preset=tiny", workdir=tmp_path)
+    assert result.returncode != 0
+    assert "preset 'tiny': no " in result.stdout + result.stderr
+
+
+def test_optimizer_benchmark_target_runs(tmp_path):
     config = tmp_path / "config.yaml"
-    config.write_text("benchmarks:\n  optimizer: {params: 20000, tensors: 2, reserve_p: 0.01, repeats: 1}\n")
-    workdir = tmp_path / "run"
-    run = ("--snakefile", str(ROOT / "Snakefile"), "--directory", str(workdir), "--configfile", str(config))
-    first = snakemake(*run)
-    assert first.returncode == 0, first.stdout + first.stderr
-    rows = (workdir / "results" / "bench" / "optim.tsv").read_text().splitlines()
+    config.write_text("preset: smoke\n" + TINY_BENCH)
+    result = snakemake("bench_optim", "--configfile", str(config), workdir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = (tmp_path / "results" / "bench" / "optim.tsv").read_text().splitlines()
     assert rows[0].split("\t") == ["optimizer", "ms_per_step", "ratio_to_adamw", "state_bytes_per_param_byte"]
     assert {row.split("\t")[0] for row in rows[1:]} >= {"OnDAREAdamW", "OnTIESAdamW", "ChildTuningAdamW"}
-    assert (workdir / "logs" / "bench" / "optim.log").read_text().strip()
-    assert (workdir / "benchmarks" / "bench" / "optim.tsv").is_file()
-    second = snakemake(*run)
-    assert second.returncode == 0
-    assert "Nothing to be done" in second.stdout + second.stderr
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """The smoke preset run for real, once: models, data, training, merges, evaluation, aggregation."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = snakemake("--config", "preset=smoke", workdir=workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir
+
+
+def _outputs(workdir: Path) -> dict[Path, int]:
+    """Every file under results/ with its modification time (ns), to see what a rerun touched."""
+    return {path: path.stat().st_mtime_ns for path in (workdir / "results").rglob("*") if path.is_file()}
+
+
+@pytest.mark.slow
+def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
+    table = pd.read_csv(smoke_run / "results" / "smoke" / "results.csv")
+    assert set(table["path"]) == {
+        "qwen-s/sft",
+        "qwen-s/dpo/adamw/beta~0.1/seed~0",
+        ONDARE,
+        "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/linear/weight~0.5",
+        "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/dare/density~0.5_weight~0.5",
+        "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/ties/density~0.5_weight~0.5",
+    }
+    per_model = table.groupby("path")["metric"].apply(set)
+    assert all({"benchmark_avg", "toy_mt_bench", "alpacaeval_lc", "toy_gsm8k"} <= metrics for metrics in per_model)
+    reference = table[(table["path"] == "qwen-s/sft") & (table["metric"] == "alpacaeval_lc")]
+    assert reference["value"].item() == 50.0  # the reference against itself
+    ondare = table[table["path"] == ONDARE].iloc[0]
+    assert (ondare["method"], ondare["reserve_p"], ondare["alpha"], ondare["merge_every"]) == ("ondare", 0.1, 1e-3, 1)
+    for step in ("train.log", "train.tsv"):
+        folder = "logs" if step.endswith(".log") else "benchmarks"
+        assert (smoke_run / folder / "smoke" / ONDARE / step).read_text().strip()
+    again = snakemake("--config", "preset=smoke", workdir=smoke_run)
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_rerunning_one_cell_by_its_path_touches_only_that_cell(smoke_run):
+    cell = smoke_run / "results" / "smoke" / ONDARE
+    shutil.rmtree(cell / "model")
+    shutil.rmtree(cell / "eval")
+    before = _outputs(smoke_run)
+    result = snakemake(f"results/smoke/{ONDARE}/eval/alpacaeval.json", "--config", "preset=smoke", workdir=smoke_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_counts(result.stdout + result.stderr) == {"train": 1, "evaluate": 1, "judge": 1}
+    after = _outputs(smoke_run)
+    assert {path: mtime for path, mtime in after.items() if path in before} == before, "nothing else was rewritten"
+    assert all(cell in path.parents for path in set(after) - set(before))
+
+
+@pytest.mark.slow
+def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path):
+    preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
+    preset["methods"]["ondare"]["alpha"] = 2e-3  # one method's hyper-parameter: a new cell, nothing else
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
+    changed = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
+    assert changed.returncode == 0, changed.stderr
+    assert job_counts(changed.stdout) == {"train": 1, "evaluate": 1, "judge": 1, "aggregate": 1, "all": 1}
+    assert "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.002_k~1/seed~0/model" in changed.stdout
+
+    preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
+    preset["training"]["warmup_steps"] = 2  # shared by every training cell: those, and what is built on them
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
+    shared = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
+    assert shared.returncode == 0, shared.stderr
+    # 2 trainings, 3 merges of the AdamW cell, and the 5 models' evaluations; the SFT reference is untouched
+    assert job_counts(shared.stdout) == {"train": 2, "merge": 3, "evaluate": 5, "judge": 5, "aggregate": 1, "all": 1}

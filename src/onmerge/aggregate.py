@@ -6,8 +6,12 @@ estimates: se(mean of k) = sqrt(sum se_i^2) / k.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
 
 CATEGORIES = (
     "math",
@@ -43,3 +47,29 @@ def benchmark_average(
     scores = {category: mean_with_stderr(estimates) for category, estimates in by_category.items()}
     scores["benchmark_avg"] = mean_with_stderr(list(scores.values()))
     return scores
+
+
+def results_table(root: Path, models: list[str]) -> pd.DataFrame:
+    """One tidy row per (model, metric): the model's identity (onmerge.grid), the value and its standard error.
+
+    Metrics are each benchmark column, the categories and `benchmark_avg` (the paper's rule above, when the model was
+    evaluated on every column of the toy suite), and the judged rewards. Reads `<model>/eval/metrics.json` and,
+    where the judge ran, `<model>/eval/alpacaeval.json`; a model without its evaluation is an error, never a gap.
+    """
+    from onmerge.grid import describe, parse
+    from onmerge.toyworld.world import COLUMN_CATEGORY
+
+    rows = []
+    for path in models:
+        identity = {"path": path} | describe(parse(path))
+        evaluation = Path(root) / path / "eval"
+        metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
+        estimates = {name: (entry["value"], entry["stderr"]) for name, entry in metrics.items()}
+        if set(COLUMN_CATEGORY) <= set(estimates):
+            estimates |= benchmark_average(estimates, COLUMN_CATEGORY)
+        judged = evaluation / "alpacaeval.json"
+        if judged.exists():
+            estimates |= {name: (value, math.nan) for name, value in json.loads(judged.read_text()).items()}
+        for metric, (value, stderr) in estimates.items():
+            rows.append(identity | {"metric": metric, "value": value, "stderr": stderr})
+    return pd.DataFrame(rows)

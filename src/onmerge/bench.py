@@ -117,8 +117,8 @@ def rows_to_tsv(rows: list[BenchRow]) -> str:
     )
 
 
-def run_toy_benchmark(config: Path) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """Build the configured toy world from scratch, train one AdamW DPO cell, evaluate it; time each step.
+def run_toy_benchmark(preset: str) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """Build a toy preset's world from scratch, train one AdamW DPO cell, evaluate it; time each step.
 
     Returns the seconds of every build step (they overlap in the parallel build), and (wall seconds, budget) for the
     issue's three budgets.
@@ -126,18 +126,33 @@ def run_toy_benchmark(config: Path) -> tuple[dict[str, float], dict[str, tuple[f
     import json
     import tempfile
 
-    from onmerge.config import load_config
-    from onmerge.toyworld.experiment import build_world, evaluate, settings_from_config
-    from onmerge.training import OptimizerSpec, train_preference
+    from onmerge import grid
+    from onmerge.config import load_preset
+    from onmerge.toyworld.backbones import SCALES
+    from onmerge.toyworld.evaluation import evaluate_model
+    from onmerge.toyworld.experiment import build_world
+    from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
 
-    scale, training, world_arguments = settings_from_config(load_config(config)["toy"])
-
+    loaded = load_preset(preset)
+    if "world" not in loaded:
+        raise ValueError(f"preset {preset!r} is not a toy preset (it has no world section)")
+    world_settings = loaded["world"]
+    backbones = list(loaded["backbones"])
+    name = backbones[0]
+    cell = grid.TrainCell(name, "dpo", "adamw", (("beta", loaded["training"]["beta"]),), seed=0)
+    training = PreferenceTraining(**grid.training_settings(loaded, cell)["training"])
     with tempfile.TemporaryDirectory(prefix="onmerge-bench-toy-") as scratch:
         root = Path(scratch)
         start = time.perf_counter()
-        world, steps = build_world(root, scale, **world_arguments)  # steps overlap: two builds run at once
+        world, steps = build_world(  # steps overlap: two builds run at once
+            root,
+            SCALES[world_settings["scale"]],
+            seed=world_settings["seed"],
+            backbones=backbones,
+            preference_pairs=world_settings["preference_pairs"],
+            docs_per_task=world_settings["docs_per_task"],
+        )
         models = time.perf_counter() - start
-        name = next(iter(world.sfts))
         start = time.perf_counter()
         model = train_preference(
             sft=world.sfts[name],
@@ -149,10 +164,10 @@ def run_toy_benchmark(config: Path) -> tuple[dict[str, float], dict[str, tuple[f
         )
         dpo = time.perf_counter() - start
         start = time.perf_counter()
-        evaluate(model, world, root / "eval")
+        evaluate_model(model, world.suite, answers_path=root / "answers.json")
         evaluation = time.perf_counter() - start
     totals = {
-        "whole world: 3 bases + 3 SFTs, wall": (models, 300.0),
+        f"whole world: {len(backbones)} bases + SFTs, wall": (models, 300.0),
         f"one toy DPO run ({name})": (dpo, 30.0),
         "one full evaluation (14 + judge)": (evaluation, 30.0),
     }

@@ -56,3 +56,27 @@ def check_same_parameters(shapes_by_role: Mapping[str, Mapping[str, tuple[int, .
                     f"parameter {name!r} has shape {tuple(first[name])} in the {first_role} model "
                     f"but {tuple(shapes[name])} in the {role} model"
                 )
+
+
+def fetch_model(source: str, out: Path) -> Path:
+    """A paper backbone's checkpoint at `out`: a local folder's files linked (not copied), else a hub download.
+
+    The folder appears whole or not at all; a source that is neither a folder nor reachable on the hub fails
+    naming it.
+    """
+    from onmerge.atomic import atomic_dir
+
+    local = Path(source).expanduser()
+    with atomic_dir(Path(out)) as staging:
+        if local.is_dir():
+            weight_files(local, "source")  # a folder without weights fails here, not in training
+            for item in local.iterdir():
+                (staging / item.name).symlink_to(item.resolve())
+        else:
+            from huggingface_hub import snapshot_download
+
+            try:
+                snapshot_download(repo_id=source, local_dir=staging)
+            except Exception as error:  # offline, unknown repo, gated model: all mean "no such model here"
+                raise ValueError(f"model {source!r} is neither a local folder nor downloadable: {error}") from error
+    return Path(out)

@@ -1,17 +1,147 @@
-"""`onmerge` command line: benchmarks now; pipeline steps join as they are built."""
+"""`onmerge` command line: one command per pipeline step (what the workflow's rules run), and the benchmarks.
+
+Heavy libraries are imported inside each command, so `onmerge --help` and a bad argument answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-import torch
 
-from onmerge.config import DEFAULT_CONFIG
+def _threads(count: int) -> None:
+    import torch
+
+    torch.set_num_threads(count)  # tiny models: one thread per process is fastest (two cores run two jobs)
+
+
+def _toy_tokenizer(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.models import train_tokenizer
+    from onmerge.toyworld.world import tokenizer_corpus
+
+    train_tokenizer(tokenizer_corpus(args.seed), args.out, args.arch)
+
+
+def _toy_base(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.backbones import SCALES
+    from onmerge.toyworld.models import build_base
+
+    _threads(args.threads)
+    build_base(args.backbone, args.out, SCALES[args.scale], args.seed, tokenizer_dir=args.tokenizer)
+
+
+def _toy_sft(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.backbones import SCALES
+    from onmerge.toyworld.models import build_sft
+
+    _threads(args.threads)
+    build_sft(args.base, args.out, SCALES[args.scale], args.seed)
+
+
+def _toy_preferences(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.experiment import write_preferences
+
+    write_preferences(args.out_dir, args.pairs, args.seed)
+
+
+def _toy_suite(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.evaluation import write_task_suite
+
+    write_task_suite(args.out, args.docs_per_task, args.seed)
+
+
+def _fetch_model(args: argparse.Namespace) -> None:
+    from onmerge.checkpoints import fetch_model
+
+    fetch_model(args.source, args.out)
+
+
+def _ultrafeedback(args: argparse.Namespace) -> None:
+    from onmerge.preferences import write_ultrafeedback
+
+    write_ultrafeedback(args.dataset, args.train_split, args.test_split, args.out_dir)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
+
+    settings = json.loads(args.settings)
+    _threads(args.threads)
+    train_preference(
+        sft=args.sft,
+        base=args.base,
+        rows=json.loads(args.preferences.read_text()),
+        out=args.out,
+        training=PreferenceTraining(**settings["training"]),
+        optimizer=OptimizerSpec(**settings["optimizer"]),
+    )
+
+
+def _merge(args: argparse.Namespace) -> None:
+    from onmerge.merging import merge_with_reference
+
+    _threads(args.threads)
+    merge_with_reference(
+        args.method,
+        rlhf=args.rlhf,
+        sft=args.sft,
+        base=args.base,
+        weight=args.weight,
+        density=args.density,
+        out=args.out,
+    )
+
+
+def _evaluate_toy(args: argparse.Namespace) -> None:
+    from onmerge.toyworld.evaluation import evaluate_model, write_results
+
+    _threads(args.threads)
+    metrics = evaluate_model(args.model, args.suite, answers_path=args.answers)
+    write_results(metrics, args.metrics, model_dir=args.model, include_path=args.suite)
+
+
+def _evaluate_lm_eval(args: argparse.Namespace) -> None:
+    import lm_eval
+    import torch
+
+    from onmerge.atomic import write_json
+    from onmerge.lm_evaluation import EVAL_SEED, run_lm_eval, task_metrics
+
+    results = run_lm_eval(
+        args.model,
+        args.tasks,
+        include_path=args.include_path,
+        batch_size=args.batch_size,
+        device="cuda" if torch.cuda.is_available() else "cpu",
+    )
+    provenance = {"model_dir": str(args.model.resolve()), "tasks": args.tasks, "eval_seed": EVAL_SEED}
+    write_json(
+        args.metrics, {"metrics": task_metrics(results), "provenance": provenance | {"lm_eval": lm_eval.__version__}}
+    )
+
+
+def _judge_toy(args: argparse.Namespace) -> None:
+    from onmerge.atomic import write_json
+    from onmerge.toyworld.evaluation import win_rates
+
+    answers, reference = (json.loads(path.read_text()) for path in (args.answers, args.reference_answers))
+    write_json(args.out, win_rates(args.suite, answers, reference))
+
+
+def _aggregate(args: argparse.Namespace) -> None:
+    from onmerge.aggregate import results_table
+    from onmerge.atomic import write_text
+
+    table = results_table(args.root, args.models)
+    write_text(args.out, table.to_csv(index=False))
+    print(f"{len(args.models)} models, {len(table)} rows -> {args.out}")
 
 
 def _bench_optim(args: argparse.Namespace) -> None:
+    import torch
+
     from onmerge.atomic import write_text
     from onmerge.bench import format_rows, rows_to_tsv, run_optimizer_benchmark
 
@@ -26,24 +156,13 @@ def _bench_optim(args: argparse.Namespace) -> None:
         write_text(args.out, rows_to_tsv(rows))
 
 
-def _toy_tax(args: argparse.Namespace) -> None:
-    from onmerge.config import load_config
-    from onmerge.toyworld.experiment import alignment_tax, build_world, format_table, settings_from_config
-
-    toy = load_config(args.config)["toy"]  # fails here, before any work, naming a bad key
-    scale, training, world_arguments = settings_from_config(toy)
-    torch.set_num_threads(args.threads)
-    world, timings = build_world(args.root / "world", scale, **world_arguments)
-    for step, seconds in timings.items():
-        print(f"built {step} in {seconds:.1f} s")
-    print(format_table(alignment_tax(world, toy["seeds"], args.root / "tax", training)))
-
-
 def _bench_toy(args: argparse.Namespace) -> None:
+    import torch
+
     from onmerge.bench import run_toy_benchmark
 
-    torch.set_num_threads(args.threads)
-    steps, totals = run_toy_benchmark(args.config)
+    _threads(args.threads)
+    steps, totals = run_toy_benchmark(args.preset)
     print(f"toy world from scratch, {torch.get_num_threads()} torch thread(s) per process; budgets from the issue")
     print("build steps (two run at once, so they overlap):")
     for step, seconds in steps.items():
@@ -55,28 +174,103 @@ def _bench_toy(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onmerge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    def command(group, name: str, run, help: str, *, threads: bool = False) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, help=help)
+        sub.set_defaults(run=run)
+        if threads:
+            sub.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
+        return sub
+
+    toy = commands.add_parser("toy", help="build the toy world, one step at a time").add_subparsers(required=True)
+    step = command(toy, "tokenizer", _toy_tokenizer, "a byte-level BPE tokenizer of one architecture")
+    step.add_argument("--arch", choices=["qwen2", "llama"], required=True)
+    step.add_argument("--seed", type=int, required=True)
+    step.add_argument("--out", type=Path, required=True)
+    step = command(toy, "base", _toy_base, "pre-train one toy base model", threads=True)
+    step.add_argument("--backbone", required=True)
+    step.add_argument("--tokenizer", type=Path, required=True)
+    step.add_argument("--scale", choices=["toy", "smoke"], required=True)
+    step.add_argument("--seed", type=int, required=True)
+    step.add_argument("--out", type=Path, required=True)
+    step = command(toy, "sft", _toy_sft, "supervised fine-tuning of a toy base model", threads=True)
+    step.add_argument("--base", type=Path, required=True)
+    step.add_argument("--scale", choices=["toy", "smoke"], required=True)
+    step.add_argument("--seed", type=int, required=True)
+    step.add_argument("--out", type=Path, required=True)
+    step = command(toy, "preferences", _toy_preferences, "preference pairs (train/test) and their unpaired view")
+    step.add_argument("--pairs", type=int, required=True)
+    step.add_argument("--seed", type=int, required=True)
+    step.add_argument("--out-dir", type=Path, required=True)
+    step = command(toy, "suite", _toy_suite, "the held-out benchmark suite as lm-eval tasks")
+    step.add_argument("--docs-per-task", type=int, required=True)
+    step.add_argument("--seed", type=int, required=True)
+    step.add_argument("--out", type=Path, required=True)
+
+    step = command(commands, "fetch-model", _fetch_model, "a paper backbone's checkpoint: local folder or hub id")
+    step.add_argument("--source", required=True)
+    step.add_argument("--out", type=Path, required=True)
+    step = command(commands, "ultrafeedback", _ultrafeedback, "UltraFeedback binarized as trl preference rows")
+    step.add_argument("--dataset", required=True, help="hub id or local folder in the dataset's own schema")
+    step.add_argument("--train-split", required=True)
+    step.add_argument("--test-split", required=True)
+    step.add_argument("--out-dir", type=Path, required=True)
+
+    step = command(commands, "train", _train, "one RLHF training cell (DPO, IPO or KTO) through trl", threads=True)
+    step.add_argument("--sft", type=Path, required=True)
+    step.add_argument("--base", type=Path, help="the pre-trained model (online merging optimizers need it)")
+    step.add_argument("--preferences", type=Path, required=True, help="JSON rows in trl's conversational format")
+    step.add_argument("--settings", required=True, help="JSON: {training: {...}, optimizer: {...}} (onmerge.grid)")
+    step.add_argument("--out", type=Path, required=True)
+
+    step = command(commands, "merge", _merge, "an offline merge of an RLHF model with its SFT model", threads=True)
+    step.add_argument("--method", choices=["linear", "dare", "ties"], required=True)
+    step.add_argument("--rlhf", type=Path, required=True)
+    step.add_argument("--sft", type=Path, required=True)
+    step.add_argument("--base", type=Path, required=True)
+    step.add_argument("--weight", type=float, required=True, help="the RLHF model's weight")
+    step.add_argument("--density", type=float, help="dare and ties only")
+    step.add_argument("--out", type=Path, required=True)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate one model").add_subparsers(required=True)
+    step = command(evaluate, "toy", _evaluate_toy, "every toy benchmark column and the judged task", threads=True)
+    step.add_argument("--model", type=Path, required=True)
+    step.add_argument("--suite", type=Path, required=True)
+    step.add_argument("--metrics", type=Path, required=True)
+    step.add_argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate")
+
+    step = command(evaluate, "lm-eval", _evaluate_lm_eval, "lm-eval tasks (built-in or under --include-path)")
+    step.add_argument("--model", type=Path, required=True)
+    step.add_argument("--tasks", nargs="+", required=True)
+    step.add_argument("--include-path", type=Path, help="folder of custom task YAMLs")
+    step.add_argument("--batch-size", type=int, default=16)
+    step.add_argument("--metrics", type=Path, required=True)
+
+    judge = commands.add_parser("judge", help="judged reward benchmarks").add_subparsers(required=True)
+    step = command(judge, "toy", _judge_toy, "toy AlpacaEval 2.0: LC win rate against the SFT reference")
+    step.add_argument("--suite", type=Path, required=True)
+    step.add_argument("--answers", type=Path, required=True)
+    step.add_argument("--reference-answers", type=Path, required=True)
+    step.add_argument("--out", type=Path, required=True)
+
+    step = command(commands, "aggregate", _aggregate, "every evaluated model into one tidy CSV")
+    step.add_argument("--root", type=Path, required=True, help="results/<preset>")
+    step.add_argument("--out", type=Path, required=True)
+    step.add_argument("models", nargs="+", help="model paths under the root (onmerge.grid)")
+
     bench = commands.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
     bench_kinds = bench.add_subparsers(dest="kind", required=True)
-    optim = bench_kinds.add_parser("optim", help="one step of each optimizer vs torch.optim.AdamW")
+    optim = command(bench_kinds, "optim", _bench_optim, "one step of each optimizer vs torch.optim.AdamW")
     optim.add_argument("--params", type=int, default=30_000_000, help="total parameters (default 30M)")
     optim.add_argument("--tensors", type=int, default=20, help="number of parameter tensors (default 20)")
     optim.add_argument("--reserve-p", type=float, default=0.01, help="reserve rate p (default 0.01)")
     optim.add_argument("--repeats", type=int, default=7, help="timed steps per optimizer; the median is reported")
     optim.add_argument("--device", default="cpu", help="cpu or cuda")
     optim.add_argument("--out", type=Path, help="also write the rows as TSV here")
-    optim.set_defaults(run=_bench_optim)
-    toy_bench = bench_kinds.add_parser("toy", help="time building the toy world, one DPO run and one evaluation")
-    toy_bench.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
-    toy_bench.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="run configuration (its `toy` section)")
-    toy_bench.set_defaults(run=_bench_toy)
-
-    toy = commands.add_parser("toy", help="the toy world")
-    toy_kinds = toy.add_subparsers(dest="kind", required=True)
-    tax = toy_kinds.add_parser("tax", help="AdamW DPO against the SFT reference: reward up, benchmarks down?")
-    tax.add_argument("--root", type=Path, default=Path("results/toy"), help="where the world and the cells go")
-    tax.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="run configuration (its `toy` section)")
-    tax.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
-    tax.set_defaults(run=_toy_tax)
+    toy_bench = command(
+        bench_kinds, "toy", _bench_toy, "time the toy world, one DPO run and one evaluation", threads=True
+    )
+    toy_bench.add_argument("--preset", default="toy", help="a toy preset's name or YAML path (default: toy)")
     return parser
 
 

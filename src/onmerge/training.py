@@ -7,6 +7,7 @@ The trained model is written atomically: a killed run leaves no folder that look
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -15,25 +16,31 @@ from typing import Literal
 
 import torch
 from datasets import Dataset
+from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from onmerge.atomic import atomic_dir
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 
-OptimizerName = Literal["adamw", "ondare", "onties", "childtuning", "ema"]
+OptimizerName = Literal["adamw", "lora", "ondare", "onties", "childtuning", "ema"]
 Loss = Literal["dpo", "ipo", "kto"]
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """Which optimizer a cell trains with, and its method-specific hyper-parameters (the others are ignored)."""
+    """Which method a cell trains with, and its own hyper-parameters (the others are ignored).
+
+    `lora` is AdamW over LoRA adapters on every linear layer, with LLaMA-Factory's defaults (the paper's trainer):
+    lora_alpha = 2 x rank, no dropout; the adapters are merged into the weights when the model is saved.
+    """
 
     name: OptimizerName = "adamw"
     reserve_p: float = 0.01
     alpha: float = 1e-7
     merge_every: int = 1
     ema_decay: float = 1e-3
+    lora_rank: int = 8
 
 
 @dataclass(frozen=True)
@@ -44,7 +51,8 @@ class PreferenceTraining:
     beta: float = 0.1
     learning_rate: float = 1e-6
     epochs: float = 2.0
-    batch_size: int = 128
+    batch_size: int = 128  # global: per device x processes x gradient accumulation
+    per_device_batch_size: int | None = None  # None: the whole batch on each device
     warmup_steps: int = 100
     max_length: int = 2048
     weight_decay: float = 0.0
@@ -57,8 +65,8 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The cell's optimizer over the policy's named parameters (HF-legacy AdamW core for every method)."""
     common = {"lr": training.learning_rate, "weight_decay": training.weight_decay}
-    params = model.named_parameters()
-    if spec.name == "adamw":
+    params = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
+    if spec.name in ("adamw", "lora"):
         return LegacyAdamW(params, **common)
     if spec.name == "childtuning":
         return ChildTuningAdamW(params, reserve_p=spec.reserve_p, seed=training.seed, **common)
@@ -89,17 +97,24 @@ def train_preference(
 ) -> Path:
     """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO)."""
     torch.manual_seed(training.seed)
+    dtype = torch.bfloat16 if training.bf16 else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(sft)
-    policy = AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32)
-    reference = AutoModelForCausalLM.from_pretrained(sft, dtype=torch.float32)
+    policy = AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
+    if optimizer.name == "lora":
+        policy = get_peft_model(policy, _lora_config(optimizer.lora_rank))
+        reference = None  # trl scores the reference with the adapters switched off
+    else:
+        reference = AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
     opt = build_optimizer(optimizer, policy, training, base, sft)
+    per_device, accumulation = batch_split(training)
     checkpoints = out.with_name(f".{out.name}.trainer-{uuid.uuid4().hex}")  # trainer scratch, removed at the end
     common = {
         "output_dir": str(checkpoints),
         "beta": training.beta,
         "learning_rate": training.learning_rate,
         "num_train_epochs": training.epochs,
-        "per_device_train_batch_size": training.batch_size,
+        "per_device_train_batch_size": per_device,
+        "gradient_accumulation_steps": accumulation,
         "lr_scheduler_type": "cosine",
         "warmup_steps": training.warmup_steps,
         "max_length": training.max_length,
@@ -135,9 +150,26 @@ def train_preference(
         trainer.train()
         if isinstance(opt, EMAAdamW):
             opt.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
+        if isinstance(policy, PeftModel):
+            policy = policy.merge_and_unload()  # evaluated and merged like every other cell: a plain checkpoint
         with atomic_dir(out) as staging:
             policy.save_pretrained(staging)
             tokenizer.save_pretrained(staging)
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return out
+
+
+def _lora_config(rank: int) -> LoraConfig:
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
+
+
+def batch_split(training: PreferenceTraining) -> tuple[int, int]:
+    """(per-device batch, gradient accumulation steps) giving the global batch over this run's processes."""
+    processes = int(os.environ.get("WORLD_SIZE", "1"))
+    per_device = training.per_device_batch_size or training.batch_size // processes
+    if per_device < 1 or training.batch_size % (per_device * processes):
+        raise ValueError(
+            f"global batch {training.batch_size} is not a multiple of {per_device} per device x {processes} processes"
+        )
+    return per_device, training.batch_size // (per_device * processes)

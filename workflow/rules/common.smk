@@ -1,3 +1,4 @@
+import json
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 # Jobs run `python -m onmerge.cli` with the package from this checkout's src/. Without --sdm conda, `python` is the
 # interpreter running Snakemake (so `.venv/bin/snakemake` works without an activated venv); with it, the rule's
-# environment. A shell prefix rather than a rule param: moving the checkout must not rerun finished jobs.
+# environment. A shell prefix, not a param of each rule, so moving the checkout must not rerun finished jobs.
 _uses_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 _interpreter_dir = "" if _uses_conda else Path(sys.executable).parent
 shell.prefix(
@@ -17,3 +18,60 @@ shell.prefix(
     + f'export PYTHONPATH="{Path(workflow.basedir) / "src"}'
     + '${{PYTHONPATH:+:$PYTHONPATH}}"; '  # Snakemake formats the prefix: doubled braces reach the shell single
 )
+
+# The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from onmerge import grid  # noqa: E402
+from onmerge.config import load_preset  # noqa: E402
+from onmerge.toyworld.backbones import BACKBONES  # noqa: E402
+
+PRESET = load_preset(config["preset"])
+NAME = PRESET["name"]
+TOY = "world" in PRESET
+RESULTS = f"results/{NAME}"
+LOGS = f"logs/{NAME}"
+BENCHMARKS = f"benchmarks/{NAME}"
+MODELS = grid.all_models(PRESET)
+CELL = "{backbone}/{loss}/{method}/{params}/seed~{seed}"  # a training cell's path, as wildcards
+TRAINING = PRESET["training"]
+GPUS = TRAINING.get("gpus", 0)
+FSDP_CONFIG = workflow.source_path("../accelerate/fsdp.yaml")
+
+def evaluation_files(models):
+    """What a finished evaluation of each model leaves: its benchmark metrics and (toy world) its judged win rate."""
+    names = ("metrics.json", "alpacaeval.json") if TOY else ("metrics.json",)
+    return [f"{RESULTS}/{model.path}/eval/{name}" for model in models for name in names]
+
+
+def train_cell(wildcards):
+    path = f"{wildcards.backbone}/{wildcards.loss}/{wildcards.method}/{wildcards.params}/seed~{wildcards.seed}"
+    return grid.parse(path)  # a mistyped path fails here, saying which part is wrong
+
+
+def launcher(gpus):
+    """How a training job starts: one process, or one per GPU under accelerate with FSDP (use_orig_params)."""
+    if gpus > 1:
+        return f"accelerate launch --config_file {FSDP_CONFIG} --num_processes {gpus} -m"
+    return "python -m"
+
+
+def training_inputs(wildcards):
+    cell = train_cell(wildcards)
+    inputs = {
+        "sft": f"{RESULTS}/{cell.backbone}/sft/model",
+        "preferences": PREFERENCE_FILES["train_unpaired" if cell.loss == "kto" else "train"],
+    }
+    if cell.method in ("ondare", "onties"):  # they merge with tau_r = theta_sft - theta_base
+        inputs["base"] = f"{RESULTS}/{cell.backbone}/base/model"
+    return inputs
+
+
+def merge_arguments(wildcards):
+    hyper = dict(grid.parse_params(wildcards.merge_params, grid.MERGE_PARAMS[wildcards.merge], "merge parameters"))
+    density = f" --density {hyper['density']}" if "density" in hyper else ""
+    return f"--method {wildcards.merge} --weight {hyper['weight']}{density}"
+
+
+def judge_reference(wildcards):
+    """The SFT reference's judged answers, the baseline every model of its backbone is compared with."""
+    return f"{RESULTS}/{wildcards.model.split('/')[0]}/sft/eval/answers.json"

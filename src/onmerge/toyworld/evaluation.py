@@ -10,9 +10,7 @@ Choices that are not lm-eval defaults, and why:
   `benchmark_docs` made it.
 * `TaskManager(include_defaults=False)`: indexing lm-eval's thousands of built-in task YAMLs takes seconds and none
   of them is used.
-* Generation stops at `<|im_end|>` (lm-eval adds the tokenizer's EOS itself). lm-eval decodes with special tokens
-  skipped, so its own cut at a stop string only works while that string is in the text; `_stop_at_chat_end` makes
-  `generate` itself finish a row at `<|im_end|>`, so a row that ends early in a batch is padded, not continued.
+* Generation stops at `<|im_end|>` (lm-eval adds the tokenizer's EOS itself; see `onmerge.lm_evaluation`).
 """
 
 from __future__ import annotations
@@ -26,10 +24,9 @@ from typing import Any
 import yaml
 
 from onmerge.atomic import atomic_dir, write_json
-from onmerge.toyworld import suite
+from onmerge.lm_evaluation import CHAT_END, EVAL_SEED, run_lm_eval
+from onmerge.toyworld import judge, suite
 
-CHAT_END = "<|im_end|>"
-EVAL_SEED = 1234  # lm-eval's python/numpy/torch/few-shot seeds; greedy zero-shot runs should not depend on them
 MANIFEST = "suite.json"
 
 # process_results for generate_until tasks; lm-eval imports it from beside the YAML files.
@@ -79,29 +76,20 @@ def evaluate_model(
     Returns `{column: {"value", "stderr", "n"}}`; `stderr` is lm-eval's standard error of the mean, NaN for n = 1.
     With `answers_path`, the judged task's answers are written there (JSON, doc id -> answer) for the win rate.
     """
-    from lm_eval import simple_evaluate  # imported here: about a second, and writing a suite does not need it
-    from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
-
     suite_tasks = read_manifest(include_path)["tasks"]
     names = _check_tasks(suite_tasks if tasks is None else tasks, suite.TASKS, "the toy suite")
     _check_tasks(names, suite_tasks, f"the suite at {include_path}")
     if answers_path is not None and suite.JUDGE_TASK.name not in names:
         raise ValueError(f"answers_path needs the judged task {suite.JUDGE_TASK.name!r} among the evaluated tasks")
-    task_manager = TaskManager(include_path=str(include_path), include_defaults=False)
-    lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
-    _stop_at_chat_end(lm)
-    results = simple_evaluate(
-        model=lm,
-        tasks=names,
-        task_manager=task_manager,
-        apply_chat_template=True,
-        limit=limit,
+    results = run_lm_eval(
+        model_dir,
+        names,
+        include_path=include_path,
+        include_defaults=False,
+        batch_size=batch_size,
+        device=device,
         log_samples=answers_path is not None,
-        random_seed=EVAL_SEED,
-        numpy_random_seed=EVAL_SEED,
-        torch_random_seed=EVAL_SEED,
-        fewshot_random_seed=EVAL_SEED,
+        limit=limit,
     )
     if answers_path is not None:
         _write_answers(results, answers_path)
@@ -129,6 +117,21 @@ def write_results(
         },
     }
     write_json(path, payload)
+
+
+def win_rates(include_path: Path, answers: dict[str, str], reference_answers: dict[str, str]) -> dict[str, float]:
+    """Toy AlpacaEval 2.0 against the SFT reference's answers on the suite's judge prompts: LC and raw win rate (%)."""
+    manifest = read_manifest(include_path)
+    docs = suite.docs(suite.JUDGE_TASK.name, manifest["n_per_task"], manifest["seed"])
+    missing = [doc["id"] for doc in docs if doc["id"] not in answers or doc["id"] not in reference_answers]
+    if missing:
+        raise ValueError(f"judged answers are missing for prompts {missing[:5]} (of {len(missing)})")
+    lc, raw = judge.length_controlled_win_rate(
+        [suite.item_of(doc) for doc in docs],
+        [answers[doc["id"]] for doc in docs],
+        [reference_answers[doc["id"]] for doc in docs],
+    )
+    return {"alpacaeval_lc": lc, "alpacaeval_raw": raw}
 
 
 def read_manifest(include_path: Path) -> dict[str, Any]:
@@ -183,18 +186,6 @@ def _task_yaml(spec: suite.TaskSpec, data_file: Path) -> str:
         {"metric": column, "aggregation": "mean", "higher_is_better": True} for column in spec.columns
     ]
     return yaml.safe_dump(config, sort_keys=False) + "process_results: !function utils.process_results\n"
-
-
-def _stop_at_chat_end(lm: Any) -> None:
-    """Add `<|im_end|>` to the model's EOS ids for `generate` (see the module docstring)."""
-    tokenizer, config = lm.tokenizer, lm.model.generation_config
-    chat_end = tokenizer.convert_tokens_to_ids(CHAT_END)
-    if chat_end is None or chat_end == tokenizer.unk_token_id:
-        return
-    eos = config.eos_token_id
-    eos_ids = [] if eos is None else [eos] if isinstance(eos, int) else list(eos)
-    if chat_end not in eos_ids:
-        config.eos_token_id = [*eos_ids, chat_end]
 
 
 def _task_columns(results: Mapping[str, Any], spec: suite.TaskSpec) -> dict[str, dict[str, float]]:

@@ -147,16 +147,6 @@ def to_conversational(pairs: list[PreferencePair]) -> list[dict]:
     ]
 
 
-def to_unpaired(pairs: list[PreferencePair]) -> list[dict]:
-    """KTO's unpaired view: each pair becomes a desirable and an undesirable completion."""
-    rows = []
-    for pair in pairs:
-        prompt = [{"role": "user", "content": pair.prompt}]
-        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": pair.chosen}], "label": True})
-        rows.append({"prompt": prompt, "completion": [{"role": "assistant", "content": pair.rejected}], "label": False})
-    return rows
-
-
 def length_controlled_win_rate(
     prompts: list[Item], responses: list[str], baseline_responses: list[str]
 ) -> tuple[float, float]:

@@ -1,0 +1,305 @@
+"""The experiment grid: every model a preset's studies need, and the path that names it.
+
+A model's path says what it is, so one table cell is one output and `snakemake <path>` reruns that cell alone.
+Under `results/<preset>/`:
+
+    <backbone>/base                                           the pre-trained model
+    <backbone>/sft                                            the SFT model: reference and starting point
+    <backbone>/<loss>/<method>/<params>/seed~<seed>           an RLHF training cell
+    <training cell>/merge/<linear|dare|ties>/<params>         an offline merge of that cell with its SFT model
+
+each holding `model/` and `eval/`. `<params>` lists the method's own hyper-parameters as `key~value` pairs joined by
+`_`, always all of them and in a fixed order (e.g. `beta~0.1_p~0.01_alpha~2e-05_k~1`), so every cell has one path.
+Trainer settings every cell shares (epochs, batch size, ...) are not in the path; the workflow passes them as rule
+params, so changing one reruns the cells it touches.
+
+This module imports nothing heavy: Snakemake reads it while it parses the workflow.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+LOSSES = ("dpo", "ipo", "kto")
+MERGES = ("linear", "dare", "ties")
+ROLES = ("base", "sft")
+
+# Each method's hyper-parameters, in path order; beta is DPO's, the rest the optimizer's (or LoRA's).
+METHOD_PARAMS: dict[str, tuple[str, ...]] = {
+    "adamw": ("beta",),
+    "lora": ("beta", "lora_rank", "learning_rate"),
+    "ema": ("beta", "ema_decay"),
+    "childtuning": ("beta", "reserve_p"),
+    "ondare": ("beta", "reserve_p", "alpha", "merge_every"),
+    "onties": ("beta", "reserve_p", "alpha", "merge_every"),
+}
+MERGE_PARAMS: dict[str, tuple[str, ...]] = {
+    "linear": ("weight",),
+    "dare": ("density", "weight"),
+    "ties": ("density", "weight"),
+}
+PATH_KEYS = {
+    "beta": "beta",
+    "learning_rate": "lr",
+    "reserve_p": "p",
+    "alpha": "alpha",
+    "merge_every": "k",
+    "ema_decay": "decay",
+    "lora_rank": "r",
+    "density": "density",
+    "weight": "weight",
+}
+_PARAM_OF_KEY = {key: param for param, key in PATH_KEYS.items()}
+INTEGER_PARAMS = frozenset({"merge_every", "lora_rank"})
+# Trainer settings a method may not override: they are the same for every cell of a preset.
+SHARED_FROM_TRAINING = ("beta", "learning_rate")
+
+Params = tuple[tuple[str, float | int], ...]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A backbone's pre-trained (`base`) or SFT (`sft`) model."""
+
+    backbone: str
+    role: str
+
+    @property
+    def path(self) -> str:
+        return f"{self.backbone}/{self.role}"
+
+
+@dataclass(frozen=True)
+class TrainCell:
+    """One RLHF run: an SFT model trained on the preference data with one method and its hyper-parameters."""
+
+    backbone: str
+    loss: str
+    method: str
+    params: Params
+    seed: int
+
+    @property
+    def path(self) -> str:
+        return f"{self.backbone}/{self.loss}/{self.method}/{format_params(self.params)}/seed~{self.seed}"
+
+    @property
+    def hyperparameters(self) -> dict[str, float | int]:
+        return dict(self.params)
+
+
+@dataclass(frozen=True)
+class MergeCell:
+    """An offline merge of a training cell's model with its SFT model (through mergekit)."""
+
+    source: TrainCell
+    merge: str
+    params: Params
+
+    @property
+    def backbone(self) -> str:
+        return self.source.backbone
+
+    @property
+    def path(self) -> str:
+        return f"{self.source.path}/merge/{self.merge}/{format_params(self.params)}"
+
+    @property
+    def hyperparameters(self) -> dict[str, float | int]:
+        return dict(self.params)
+
+
+Model = Checkpoint | TrainCell | MergeCell
+
+
+def format_value(value: float | int) -> str:
+    """Shortest stable spelling: 0.1, 1e-05, 2e-05, 16 (what `float(...)` reads back)."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else format(float(value), "g")
+
+
+def format_params(params: Params) -> str:
+    return "_".join(f"{PATH_KEYS[name]}~{format_value(value)}" for name, value in params)
+
+
+def parse_params(text: str, expected: tuple[str, ...], where: str) -> Params:
+    """The inverse of `format_params`, checking the keys are exactly `expected`, in order."""
+    pairs = [part.split("~", 1) for part in text.split("_")]
+    names = tuple(_PARAM_OF_KEY.get(key, key) for key, *_ in pairs)
+    if names != expected or any(len(pair) != 2 for pair in pairs):
+        wanted = "_".join(f"{PATH_KEYS[name]}~<value>" for name in expected)
+        raise ValueError(f"{where}: parameters {text!r} should read {wanted}")
+    try:
+        return tuple((name, _typed(name, value)) for name, (_, value) in zip(names, pairs, strict=True))
+    except ValueError:
+        raise ValueError(f"{where}: parameters {text!r} hold a value that is not a number") from None
+
+
+def parse(path: str) -> Model:
+    """The model a path under `results/<preset>/` names (without `/model` or `/eval`); ValueError says what is wrong."""
+    parts = path.strip("/").split("/")
+    if len(parts) == 2 and parts[1] in ROLES:
+        return Checkpoint(parts[0], parts[1])
+    if len(parts) not in (5, 8) or (len(parts) == 8 and parts[5] != "merge"):
+        raise ValueError(f"{path!r} is not a model path (see onmerge.grid)")
+    backbone, loss, method, params, seed = parts[:5]
+    if loss not in LOSSES:
+        raise ValueError(f"{path!r}: unknown loss {loss!r} (one of {', '.join(LOSSES)})")
+    if method not in METHOD_PARAMS:
+        raise ValueError(f"{path!r}: unknown method {method!r} (one of {', '.join(METHOD_PARAMS)})")
+    if not seed.startswith("seed~") or not seed[5:].isdigit():
+        raise ValueError(f"{path!r}: {seed!r} should read seed~<integer>")
+    cell = TrainCell(backbone, loss, method, parse_params(params, METHOD_PARAMS[method], path), int(seed[5:]))
+    if len(parts) == 5:
+        return cell
+    merge = parts[6]
+    if merge not in MERGES:
+        raise ValueError(f"{path!r}: unknown merge {merge!r} (one of {', '.join(MERGES)})")
+    return MergeCell(cell, merge, parse_params(parts[7], MERGE_PARAMS[merge], path))
+
+
+def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None = None) -> None:
+    """What the schema cannot check: names that refer to each other, and settings that only some presets take.
+
+    ValueError names the key. `toy_backbones` are the backbones a toy world can build (None skips that check).
+    """
+    toy = "world" in preset
+    for name, backbone in preset["backbones"].items():
+        if toy and toy_backbones is not None and name not in toy_backbones:
+            raise ValueError(f"backbones.{name}: a toy world builds only {', '.join(sorted(toy_backbones))}")
+        if toy and {"base", "sft"} & set(backbone):
+            raise ValueError(f"backbones.{name}: a toy preset builds its models; base and sft are for paper presets")
+        for role in ROLES:
+            if not toy and role not in backbone:
+                raise ValueError(f"backbones.{name}.{role}: a paper preset needs a local folder or hub id")
+    for section in ("preferences", "evaluation"):
+        if toy and section in preset:
+            raise ValueError(f"{section}: a toy preset builds its own; this section is for paper presets")
+        if not toy and section not in preset:
+            raise ValueError(f"{section}: a paper preset needs this section")
+    for name, row in preset["methods"].items():
+        allowed = set(METHOD_PARAMS[row["method"]])
+        for param in set(row) - {"method", "search"}:
+            if param not in allowed:
+                raise ValueError(f"methods.{name}.{param}: {row['method']} has no such hyper-parameter")
+        for param in METHOD_PARAMS[row["method"]]:
+            if param not in row and param not in row.get("search", {}) and param not in SHARED_FROM_TRAINING:
+                raise ValueError(f"methods.{name}: {row['method']} needs {param}")
+        for param in row.get("search", {}):
+            if param not in allowed:
+                raise ValueError(f"methods.{name}.search.{param}: {row['method']} has no such hyper-parameter")
+    if preset["offline"]["source"] not in preset["methods"]:
+        raise ValueError(f"offline.source: {preset['offline']['source']!r} is not one of the methods")
+    for study_name, study in preset["studies"].items():
+        where = f"studies.{study_name}"
+        for backbone in study["backbones"]:
+            if backbone not in preset["backbones"]:
+                raise ValueError(f"{where}.backbones: {backbone!r} is not one of the preset's backbones")
+        for method in study["methods"]:
+            if method not in preset["methods"]:
+                raise ValueError(f"{where}.methods: {method!r} is not one of the preset's methods")
+            for param in study.get("vary", {}):
+                if param not in METHOD_PARAMS[preset["methods"][method]["method"]]:
+                    raise ValueError(f"{where}.vary.{param}: method {method!r} has no such hyper-parameter")
+
+
+def method_cells(
+    preset: Mapping[str, Any], name: str, backbone: str, loss: str, seed: int, vary: Mapping | None = None
+) -> list[TrainCell]:
+    """The training cells of one method row: its setting, each searched value, and `vary`'s values if given."""
+    row = preset["methods"][name]
+    method = row["method"]
+    base = {param: row.get(param, preset["training"].get(param)) for param in METHOD_PARAMS[method]}
+    sweeps = {**row.get("search", {}), **(vary or {})}
+    cells = []
+    for values in itertools.product(*sweeps.values()):
+        setting = {**base, **dict(zip(sweeps, values, strict=True))}
+        params = tuple((param, _typed(param, setting[param])) for param in METHOD_PARAMS[method])
+        cells.append(TrainCell(backbone, loss, method, params, seed))
+    return cells
+
+
+def study_models(preset: Mapping[str, Any], study_name: str) -> list[Model]:
+    """Every model one study (a table or figure) reads, SFT references included, each once, in a stable order."""
+    study = preset["studies"][study_name]
+    seeds = study.get("seeds", preset["seeds"])
+    models: dict[str, Model] = {}
+    for backbone in study["backbones"]:
+        models[f"{backbone}/sft"] = Checkpoint(backbone, "sft")
+        for loss, method, seed in itertools.product(study.get("losses", ["dpo"]), study["methods"], seeds):
+            for cell in method_cells(preset, method, backbone, loss, seed, study.get("vary")):
+                models.setdefault(cell.path, cell)
+                for merge in _interpolations(cell, study.get("interpolate", ())):
+                    models.setdefault(merge.path, merge)
+        if study.get("offline"):
+            for loss, seed in itertools.product(study.get("losses", ["dpo"]), seeds):
+                for cell in method_cells(preset, preset["offline"]["source"], backbone, loss, seed):
+                    models.setdefault(cell.path, cell)
+                    for merge in offline_merges(preset["offline"], cell):
+                        models.setdefault(merge.path, merge)
+    return list(models.values())
+
+
+def all_models(preset: Mapping[str, Any]) -> list[Model]:
+    """The union of every study's models: what a full run of the preset evaluates."""
+    models: dict[str, Model] = {}
+    for study in preset["studies"]:
+        for model in study_models(preset, study):
+            models.setdefault(model.path, model)
+    return list(models.values())
+
+
+def offline_merges(offline: Mapping[str, Any], cell: TrainCell) -> Iterator[MergeCell]:
+    yield from _interpolations(cell, offline["linear"]["weights"])
+    for merge in ("dare", "ties"):
+        for density, weight in itertools.product(offline[merge]["densities"], offline[merge]["weights"]):
+            yield MergeCell(cell, merge, (("density", float(density)), ("weight", float(weight))))
+
+
+def _interpolations(cell: TrainCell, weights) -> Iterator[MergeCell]:
+    for weight in weights:
+        yield MergeCell(cell, "linear", (("weight", float(weight)),))
+
+
+def _typed(param: str, value: float | int | str) -> float | int:
+    return int(value) if param in INTEGER_PARAMS else float(value)
+
+
+def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, dict[str, Any]]:
+    """Everything a training job needs besides its inputs: trainer settings and the optimizer's (plain JSON).
+
+    These are the training rule's params, so a change to any of them reruns exactly the cells it concerns.
+    """
+    shared = preset["training"]
+    hyper = cell.hyperparameters
+    training = {
+        "loss": cell.loss,
+        "beta": hyper["beta"],
+        "learning_rate": hyper.get("learning_rate", shared["learning_rate"]),
+        "epochs": shared["epochs"],
+        "batch_size": shared["batch_size"],
+        "per_device_batch_size": shared.get("per_device_batch_size"),
+        "warmup_steps": shared["warmup_steps"],
+        "max_length": shared["max_length"],
+        "weight_decay": shared.get("weight_decay", 0.0),
+        "bf16": shared.get("bf16", False),
+        "seed": cell.seed,
+    }
+    optimizer = {"name": cell.method} | {
+        name: value for name, value in hyper.items() if name not in SHARED_FROM_TRAINING
+    }
+    return {"training": training, "optimizer": optimizer}
+
+
+def describe(model: Model) -> dict[str, Any]:
+    """A model's identity as flat columns for the results table (empty where a field does not apply)."""
+    if isinstance(model, Checkpoint):
+        return {"backbone": model.backbone, "model": model.role}
+    cell = model.source if isinstance(model, MergeCell) else model
+    row = {"backbone": cell.backbone, "model": "trained", "loss": cell.loss, "method": cell.method, "seed": cell.seed}
+    row |= cell.hyperparameters
+    if isinstance(model, MergeCell):
+        row |= {"model": "merged", "merge": model.merge} | {f"merge_{k}": v for k, v in model.params}
+    return row

@@ -1,0 +1,39 @@
+# Stage 6: every evaluated model into one tidy table (pandas): identity columns from the cell path, then metric,
+# value and stderr. The tables and figures read only this. `results/<preset>/studies/<study>.csv` holds one study
+# (a table or figure of the paper) and runs only its cells.
+
+
+rule aggregate:
+    """All models of the preset."""
+    input:
+        evaluation_files(MODELS),
+    output:
+        f"{RESULTS}/results.csv",
+    log:
+        f"{LOGS}/aggregate.log",
+    params:
+        root=lambda wildcards, output: Path(output[0]).parent,
+        models=" ".join(model.path for model in MODELS),
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "python -m onmerge.cli aggregate --root {params.root} --out {output} {params.models} > {log} 2>&1"
+
+
+rule aggregate_study:
+    """The models of one study."""
+    input:
+        lambda wildcards: evaluation_files(grid.study_models(PRESET, wildcards.study)),
+    output:
+        f"{RESULTS}/studies/{{study}}.csv",
+    log:
+        f"{LOGS}/studies/{{study}}.log",
+    wildcard_constraints:
+        study="|".join(PRESET["studies"]),
+    params:
+        root=lambda wildcards, output: Path(output[0]).parent.parent,
+        models=lambda wildcards: " ".join(model.path for model in grid.study_models(PRESET, wildcards.study)),
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "python -m onmerge.cli aggregate --root {params.root} --out {output} {params.models} > {log} 2>&1"

@@ -1,0 +1,28 @@
+# Stage 3: RLHF training cells (DPO, IPO, KTO x every method), under
+# results/<preset>/<backbone>/<loss>/<method>/<params>/seed~<seed>/model (onmerge.grid).
+
+
+rule train:
+    """One cell: trl's DPO/IPO/KTO trainer from the SFT model with the cell's method and hyper-parameters."""
+    input:
+        unpack(training_inputs),
+    output:
+        directory(f"{RESULTS}/{CELL}/model"),
+    log:
+        f"{LOGS}/{CELL}/train.log",
+    benchmark:
+        f"{BENCHMARKS}/{CELL}/train.tsv"
+    params:
+        settings=lambda wildcards: json.dumps(grid.training_settings(PRESET, train_cell(wildcards))),
+        base=lambda wildcards, input: f"--base {input.base}" if "base" in input.keys() else "",
+        launch=launcher(GPUS),
+    threads: 1 if TOY else 8
+    resources:
+        gpu=GPUS,
+        runtime=TRAINING.get("runtime_minutes", 60),
+        mem_mb=TRAINING.get("mem_mb", 4000),
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "{params.launch} onmerge.cli train --sft {input.sft} {params.base} --preferences {input.preferences}"
+        " --settings {params.settings:q} --threads {threads} --out {output} > {log} 2>&1"
