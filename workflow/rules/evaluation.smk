@@ -49,6 +49,8 @@ if TOY:
             f"{RESULTS}/{{model}}/eval/alpacaeval.json",
         log:
             f"{LOGS}/{{model}}/judge.log",
+        benchmark:
+            f"{BENCHMARKS}/{{model}}/judge.tsv"
         conda:
             "../../envs/onmerge.yaml"
         shell:
