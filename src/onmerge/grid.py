@@ -54,7 +54,8 @@ PATH_KEYS = {
 }
 _PARAM_OF_KEY = {key: param for param, key in PATH_KEYS.items()}
 INTEGER_PARAMS = frozenset({"merge_every", "lora_rank"})
-# Trainer settings a method may not override: they are the same for every cell of a preset.
+# Trainer settings among the methods' hyper-parameters: taken from the preset's `training` section unless a method
+# (or a sweep) sets its own, and passed to the trainer rather than to the optimizer.
 SHARED_FROM_TRAINING = ("beta", "learning_rate")
 
 Params = tuple[tuple[str, float | int], ...]

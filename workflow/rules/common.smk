@@ -37,6 +37,7 @@ TRAINING = PRESET["training"]
 GPUS = TRAINING.get("gpus", 0)
 FSDP_CONFIG = workflow.source_path("../accelerate/fsdp.yaml")
 
+
 def evaluation_files(models):
     """What a finished evaluation of each model leaves: its benchmark metrics and (toy world) its judged win rate."""
     names = ("metrics.json", "alpacaeval.json") if TOY else ("metrics.json",)
