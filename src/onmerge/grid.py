@@ -108,10 +108,6 @@ class MergeCell:
     def path(self) -> str:
         return f"{self.source.path}/merge/{self.merge}/{format_params(self.params)}"
 
-    @property
-    def hyperparameters(self) -> dict[str, float | int]:
-        return dict(self.params)
-
 
 Model = Checkpoint | TrainCell | MergeCell
 
