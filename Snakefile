@@ -5,6 +5,9 @@
 configfile: f"{workflow.basedir}/workflow/config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 
 
@@ -26,11 +29,12 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/merging.smk"
 include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/aggregation.smk"
+include: "workflow/rules/reporting.smk"
 include: "workflow/rules/benchmarks.smk"
 
 
 rule all:
-    """Every cell of the configured preset, evaluated and aggregated."""
+    """Every cell of the configured preset, evaluated and aggregated, then the paper's tables and figures."""
     default_target: True
     input:
-        f"{RESULTS}/results.csv",
+        REPORTED,

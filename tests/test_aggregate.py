@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from onmerge.aggregate import CATEGORIES, benchmark_average, mean_with_stderr
-from onmerge.toyworld.world import COLUMN_CATEGORY
+from onmerge.aggregate import CATEGORIES, PAPER_COLUMNS, benchmark_average, mean_with_stderr
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 
@@ -14,9 +13,8 @@ PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 def test_benchmark_average_is_the_mean_of_category_means_in_every_row_of_table4():
     rows = list(csv.DictReader((PAPER / "table4_main.csv").open()))
     assert len(rows) == 33
-    categories = [c if c != "code_switching" else "code_switch" for c in CATEGORIES]
     for row in rows:
-        mean = sum(float(row[c]) for c in categories) / 7
+        mean = sum(float(row[c]) for c in CATEGORIES) / 7
         # Published to one decimal: the average (+-0.05) and each category (+-0.05, averaged) are rounded.
         assert mean == pytest.approx(float(row["benchmark_avg"]), abs=0.1), row
 
@@ -36,9 +34,9 @@ def test_categories_are_means_of_their_columns_in_tables_5_to_7():
 
 
 def test_toy_aggregation_with_stderr():
-    columns = {column: (0.5, 0.1) for column in COLUMN_CATEGORY}
-    columns["toy_mmlu"] = (1.0, 0.0)
-    scores = benchmark_average(columns, COLUMN_CATEGORY)
+    columns = {column: (0.5, 0.1) for column in PAPER_COLUMNS}
+    columns["mmlu_acc"] = (1.0, 0.0)
+    scores = benchmark_average(columns, PAPER_COLUMNS)
     assert scores["knowledge"] == (1.0, 0.0)
     assert scores["math"] == pytest.approx((0.5, (3 * 0.01) ** 0.5 / 3))
     assert scores["benchmark_avg"][0] == pytest.approx((6 * 0.5 + 1.0) / 7)
@@ -47,9 +45,9 @@ def test_toy_aggregation_with_stderr():
 
 
 def test_missing_column_is_an_error_not_a_smaller_average():
-    columns = {column: (0.5, 0.1) for column in COLUMN_CATEGORY if column != "toy_drop"}
-    with pytest.raises(ValueError, match="missing benchmark columns \\['toy_drop'\\]"):
-        benchmark_average(columns, COLUMN_CATEGORY)
+    columns = {column: (0.5, 0.1) for column in PAPER_COLUMNS if column != "drop_acc"}
+    with pytest.raises(ValueError, match="missing benchmark columns \\['drop_acc'\\]"):
+        benchmark_average(columns, PAPER_COLUMNS)
 
 
 def test_mean_with_stderr():

@@ -1,6 +1,7 @@
 """The Snakemake workflow: every preset dry-runs, bad input fails before any job, and a real smoke-preset run whose
 reruns touch exactly what changed."""
 
+import json
 import re
 import shutil
 import subprocess
@@ -32,16 +33,28 @@ def job_counts(output: str) -> dict[str, int]:
 @pytest.mark.parametrize(
     "preset, expected",
     [
-        # 3 tokenizers/bases/SFTs, 50 trainings, 21 offline merges, 74 evaluated models (each also judged)
+        # 3 tokenizers/bases/SFTs, 50 trainings, 21 offline merges, 74 evaluated models (each also judged), and
+        # every table and figure
         (
             "toy",
-            {"toy_tokenizer": 2, "toy_base": 3, "toy_sft": 3, "train": 50, "merge": 21, "evaluate": 74, "judge": 74},
+            {"toy_tokenizer": 2, "toy_base": 3, "toy_sft": 3, "train": 50, "merge": 21, "evaluate": 74, "judge": 74}
+            | {"tables": 1, "figures": 1},
         ),
         # Table 1 block (13 trainings with the KL and EMA searches, 35 offline merges), Table 2, Figures 2 and 3,
         # and the interpolation curve
-        ("qwen1.5-1.8b", {"fetch_model": 2, "ultrafeedback": 1, "train": 43, "merge": 39, "evaluate": 83}),
-        ("qwen1.5-7b", {"fetch_model": 2, "ultrafeedback": 1, "train": 25, "merge": 35, "evaluate": 61}),
-        ("llama-3-8b", {"fetch_model": 2, "ultrafeedback": 1, "train": 13, "merge": 35, "evaluate": 49}),
+        (
+            "qwen1.5-1.8b",
+            {"fetch_model": 2, "ultrafeedback": 1, "train": 43, "merge": 39, "evaluate": 83, "tables": 1, "figures": 1},
+        ),
+        (
+            "qwen1.5-7b",
+            {"fetch_model": 2, "ultrafeedback": 1, "train": 25, "merge": 35, "evaluate": 61, "tables": 1, "figures": 1},
+        ),
+        # Table 1's block only: no figure
+        (
+            "llama-3-8b",
+            {"fetch_model": 2, "ultrafeedback": 1, "train": 13, "merge": 35, "evaluate": 49, "tables": 1, "figures": 0},
+        ),
     ],
 )
 def test_every_preset_dry_runs_every_cell(tmp_path, preset, expected):
@@ -49,7 +62,7 @@ def test_every_preset_dry_runs_every_cell(tmp_path, preset, expected):
     assert result.returncode == 0, result.stderr
     counts = job_counts(result.stdout)
     assert {rule: counts.get(rule, 0) for rule in expected} == expected
-    assert counts["aggregate"] == counts["all"] == 1
+    assert counts["aggregate"] == counts["provenance"] == counts["all"] == 1
 
 
 @pytest.mark.parametrize("preset", ["toy", "smoke"])
@@ -144,8 +157,8 @@ def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
         "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/ties/density~0.5_weight~0.5",
     }
     per_model = table.groupby("path")["metric"].apply(set)
-    assert all({"benchmark_avg", "toy_mt_bench", "alpacaeval_lc", "toy_gsm8k"} <= metrics for metrics in per_model)
-    reference = table[(table["path"] == "qwen-s/sft") & (table["metric"] == "alpacaeval_lc")]
+    assert all({"benchmark_avg", "mt_bench", "alpacaeval2_lc", "gsm8k_acc"} <= metrics for metrics in per_model)
+    reference = table[(table["path"] == "qwen-s/sft") & (table["metric"] == "alpacaeval2_lc")]
     assert reference["value"].item() == 50.0  # the reference against itself
     ondare = table[table["path"] == ONDARE].iloc[0]
     assert (ondare["method"], ondare["reserve_p"], ondare["alpha"], ondare["merge_every"]) == ("ondare", 0.1, 1e-3, 1)
@@ -155,6 +168,31 @@ def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
     again = snakemake("--config", "preset=smoke", workdir=smoke_run)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+@pytest.mark.slow
+def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
+    results_dir = smoke_run / "results" / "smoke"
+    expected = {f"{name}.{ext}" for name in ("table1", "table4", "tables5to7") for ext in ("md", "csv", "tex", "html")}
+    assert {path.name for path in (results_dir / "tables").iterdir()} == expected
+    results = pd.read_csv(results_dir / "results.csv")
+    table4 = pd.read_csv(results_dir / "tables" / "table4.csv")
+    ours = table4[(table4["row"] == "ondare") & (table4["column"] == "benchmark_avg")]["value"].item()
+    measured = results[(results["path"] == ONDARE) & (results["metric"] == "benchmark_avg")]["value"].item()
+    assert ours == pytest.approx(measured)
+    markdown = (results_dir / "tables" / "table4.md").read_text()
+    assert "- Not run: qwen-s / KL (the preset does not plan this row)" in markdown
+    cells = pd.read_csv(results_dir / "provenance" / "cells.csv")
+    assert set(cells["path"]) == set(results["path"])
+    assert cells.set_index("path").loc[ONDARE, ["train_s", "evaluate_s", "judge_s"]].gt(0).all()
+    environment = json.loads((results_dir / "provenance" / "environment.json").read_text())
+    assert environment["packages"]["trl"] == "1.16.0" and environment["preset"]["name"] == "smoke"
+    report = smoke_run / "report.html"
+    made = snakemake("--report", str(report), "--config", "preset=smoke", workdir=smoke_run)
+    assert made.returncode == 0, made.stderr[-3000:]
+    page = report.read_text()
+    assert all(name in page for name in ("table1.html", "table4.html", "tables5to7.html", "provenance.html"))
+    assert "differences against AdamW" in page  # a caption from workflow/report/
 
 
 @pytest.mark.slow
@@ -178,7 +216,8 @@ def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
     changed = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
     assert changed.returncode == 0, changed.stderr
-    assert job_counts(changed.stdout) == {"train": 1, "evaluate": 1, "judge": 1, "aggregate": 1, "all": 1}
+    after_training = {"aggregate": 1, "tables": 1, "provenance": 1, "all": 1}
+    assert job_counts(changed.stdout) == {"train": 1, "evaluate": 1, "judge": 1} | after_training
     assert "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.002_k~1/seed~0/model" in changed.stdout
 
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
@@ -187,4 +226,4 @@ def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path
     shared = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
     assert shared.returncode == 0, shared.stderr
     # 2 trainings, 3 merges of the AdamW cell, and the 5 models' evaluations; the SFT reference is untouched
-    assert job_counts(shared.stdout) == {"train": 2, "merge": 3, "evaluate": 5, "judge": 5, "aggregate": 1, "all": 1}
+    assert job_counts(shared.stdout) == {"train": 2, "merge": 3, "evaluate": 5, "judge": 5} | after_training

@@ -13,15 +13,26 @@ from pathlib import Path
 
 import pandas as pd
 
-CATEGORIES = (
-    "math",
-    "code",
-    "instruction_following",
-    "reading_comprehension",
-    "knowledge",
-    "agent",
-    "code_switching",
-)
+# The paper's 14 benchmark columns (named and ordered as in results/paper/tables5to7_per_benchmark.csv) and the
+# category each belongs to; results.csv and the tables use these names and the paper's units (percent).
+PAPER_COLUMNS: dict[str, str] = {
+    "gsm8k_acc": "math",
+    "math401_acc": "math",
+    "math23k_acc": "math",
+    "ds1000_pass1": "code",
+    "mbpp_pass1": "code",
+    "codeapex_pass1": "code",
+    "humaneval_pass1": "code",
+    "ifeval_strict_prompt_acc": "instruction_following",
+    "ifeval_strict_instruction_acc": "instruction_following",
+    "coqa_acc": "reading_comprehension",
+    "drop_acc": "reading_comprehension",
+    "mmlu_acc": "knowledge",
+    "agent_nous_function_call_acc": "agent",
+    "code_switch_acc": "code_switch",
+}
+CATEGORIES = tuple(dict.fromkeys(PAPER_COLUMNS.values()))
+JUDGED = ("mt_bench", "alpacaeval2_lc")  # MT-Bench on its 1-10 scale, AlpacaEval 2.0 LC win rate in percent
 
 
 def mean_with_stderr(estimates: list[tuple[float, float]]) -> tuple[float, float]:
@@ -49,27 +60,33 @@ def benchmark_average(
     return scores
 
 
-def results_table(root: Path, models: list[str]) -> pd.DataFrame:
+def results_table(root: Path, models: list[str], paper_metrics: Mapping[str, str]) -> pd.DataFrame:
     """One tidy row per (model, metric): the model's identity (onmerge.grid), the value and its standard error.
 
-    Metrics are each benchmark column, the categories and `benchmark_avg` (the paper's rule above, when the model was
-    evaluated on every column of the toy suite), and the judged rewards. Reads `<model>/eval/metrics.json` and,
-    where the judge ran, `<model>/eval/alpacaeval.json`; a model without its evaluation is an error, never a gap.
+    `paper_metrics` renames the evaluation's metrics to the paper's columns (PAPER_COLUMNS, JUDGED); benchmark
+    columns become percent, as the paper prints them; metrics it does not name keep their own name and unit. The
+    categories and `benchmark_avg` follow the paper's rule above when a model has all 14 columns. Reads
+    `<model>/eval/metrics.json` and, where the judge ran, `<model>/eval/alpacaeval.json`; a model without its
+    evaluation is an error, never a gap.
     """
     from onmerge.grid import describe, parse
-    from onmerge.toyworld.world import COLUMN_CATEGORY
 
     rows = []
     for path in models:
         identity = {"path": path} | describe(parse(path))
         evaluation = Path(root) / path / "eval"
         metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
-        estimates = {name: (entry["value"], entry["stderr"]) for name, entry in metrics.items()}
-        if set(COLUMN_CATEGORY) <= set(estimates):
-            estimates |= benchmark_average(estimates, COLUMN_CATEGORY)
+        measured = {name: (entry["value"], entry["stderr"]) for name, entry in metrics.items()}
         judged = evaluation / "alpacaeval.json"
         if judged.exists():
-            estimates |= {name: (value, math.nan) for name, value in json.loads(judged.read_text()).items()}
+            measured |= {name: (value, math.nan) for name, value in json.loads(judged.read_text()).items()}
+        estimates = {}
+        for name, (value, stderr) in measured.items():
+            metric = paper_metrics.get(name, name)
+            scale = 100.0 if metric in PAPER_COLUMNS else 1.0
+            estimates[metric] = (value * scale, stderr * scale)
+        if set(PAPER_COLUMNS) <= set(estimates):
+            estimates |= benchmark_average(estimates, PAPER_COLUMNS)
         for metric, (value, stderr) in estimates.items():
             rows.append(identity | {"metric": metric, "value": value, "stderr": stderr})
     return pd.DataFrame(rows)

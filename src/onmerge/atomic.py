@@ -56,17 +56,24 @@ def _move_into_place(staging: Path, out: Path) -> None:
         replaced.unlink()
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` atomically (a hidden sibling, then `os.replace`)."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a hidden sibling of `path` to write; if the body succeeds it is `os.replace`d onto `path`, else removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = _sibling(path, "partial")
     try:
-        partial.write_text(text)
+        yield partial
         os.replace(partial, path)
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    with atomic_file(path) as partial:
+        partial.write_text(text)
 
 
 def write_json(path: Path, payload: Any, indent: int | None = 2) -> None:

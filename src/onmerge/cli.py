@@ -134,9 +134,43 @@ def _aggregate(args: argparse.Namespace) -> None:
     from onmerge.aggregate import results_table
     from onmerge.atomic import write_text
 
-    table = results_table(args.root, args.models)
+    if args.world == "toy":
+        from onmerge.toyworld.world import PAPER_METRICS
+    else:
+        from onmerge.lm_evaluation import PAPER_METRICS
+    table = results_table(args.root, args.models, PAPER_METRICS)
     write_text(args.out, table.to_csv(index=False))
     print(f"{len(args.models)} models, {len(table)} rows -> {args.out}")
+
+
+def _tables(args: argparse.Namespace) -> None:
+    from onmerge import tables
+    from onmerge.config import load_preset
+
+    preset = load_preset(args.preset)
+    built = tables.build(tables.Results.read(args.results), preset, args.paper)
+    tables.write(built, preset, args.out_dir)
+    print(f"{', '.join(built)} -> {args.out_dir}")
+
+
+def _figures(args: argparse.Namespace) -> None:
+    from onmerge import figures
+    from onmerge.config import load_preset
+    from onmerge.tables import Results
+
+    preset, results = load_preset(args.preset), Results.read(args.results)
+    for name in figures.figure_names(preset):
+        missing = figures.draw(results, preset, name, args.out_dir / f"{name}.png")
+        print(f"{name}: " + (f"missing {', '.join(missing)}" if missing else "complete"))
+
+
+def _provenance(args: argparse.Namespace) -> None:
+    from onmerge import provenance
+    from onmerge.config import WORKFLOW, load_preset
+    from onmerge.grid import all_models
+
+    preset = load_preset(args.preset)
+    provenance.write(preset, all_models(preset), args.benchmarks, WORKFLOW.parent, args.out_dir)
 
 
 def _bench_optim(args: argparse.Namespace) -> None:
@@ -255,8 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     step = command(commands, "aggregate", _aggregate, "every evaluated model into one tidy CSV")
     step.add_argument("--root", type=Path, required=True, help="results/<preset>")
+    step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names to read")
     step.add_argument("--out", type=Path, required=True)
     step.add_argument("models", nargs="+", help="model paths under the root (onmerge.grid)")
+
+    step = command(commands, "tables", _tables, "the paper's tables from results.csv, beside the published ones")
+    step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
+    step.add_argument("--preset", required=True, help="the preset's name or YAML path")
+    step.add_argument("--paper", type=Path, required=True, help="the published tables (results/paper)")
+    step.add_argument("--out-dir", type=Path, required=True)
+
+    step = command(commands, "figures", _figures, "the paper's figures (PNG) from results.csv")
+    step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
+    step.add_argument("--preset", required=True, help="the preset's name or YAML path")
+    step.add_argument("--out-dir", type=Path, required=True)
+
+    step = command(commands, "provenance", _provenance, "environment, and each cell's seed, settings and timings")
+    step.add_argument("--preset", required=True, help="the preset's name or YAML path")
+    step.add_argument("--benchmarks", type=Path, required=True, help="benchmarks/<preset> (Snakemake's timings)")
+    step.add_argument("--out-dir", type=Path, required=True)
 
     bench = commands.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
     bench_kinds = bench.add_subparsers(dest="kind", required=True)

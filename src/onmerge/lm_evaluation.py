@@ -16,6 +16,15 @@ from typing import Any
 
 CHAT_END = "<|im_end|>"
 EVAL_SEED = 1234  # lm-eval's python/numpy/torch/few-shot seeds; greedy zero-shot runs should not depend on them
+# lm-eval's metrics (as task_metrics names them) under the paper's column names (onmerge.aggregate.PAPER_COLUMNS),
+# for the built-in tasks whose metric is the paper's. Columns not named here show as missing in the tables.
+PAPER_METRICS: dict[str, str] = {
+    "gsm8k/exact_match,strict-match": "gsm8k_acc",
+    "mbpp/pass_at_1": "mbpp_pass1",
+    "ifeval/prompt_level_strict_acc": "ifeval_strict_prompt_acc",
+    "ifeval/inst_level_strict_acc": "ifeval_strict_instruction_acc",
+    "mmlu/acc": "mmlu_acc",
+}
 
 
 def run_lm_eval(

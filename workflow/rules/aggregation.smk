@@ -13,11 +13,13 @@ rule aggregate:
         f"{LOGS}/aggregate.log",
     params:
         root=lambda wildcards, output: Path(output[0]).parent,
+        world=METRIC_NAMES,
         models=" ".join(model.path for model in MODELS),
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli aggregate --root {params.root} --out {output} {params.models} > {log} 2>&1"
+        "python -m onmerge.cli aggregate --root {params.root} --world {params.world} --out {output} {params.models}"
+        " > {log} 2>&1"
 
 
 rule aggregate_study:
@@ -32,8 +34,10 @@ rule aggregate_study:
         study="|".join(PRESET["studies"]),
     params:
         root=lambda wildcards, output: Path(output[0]).parent.parent,
+        world=METRIC_NAMES,
         models=lambda wildcards: " ".join(model.path for model in grid.study_models(PRESET, wildcards.study)),
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli aggregate --root {params.root} --out {output} {params.models} > {log} 2>&1"
+        "python -m onmerge.cli aggregate --root {params.root} --world {params.world} --out {output} {params.models}"
+        " > {log} 2>&1"

@@ -21,13 +21,14 @@ shell.prefix(
 
 # The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
-from onmerge import grid  # noqa: E402
-from onmerge.config import load_preset  # noqa: E402
+from onmerge import figures, grid, tables  # noqa: E402
+from onmerge.config import load_preset, preset_path  # noqa: E402
 from onmerge.toyworld.backbones import BACKBONES  # noqa: E402
 
 PRESET = load_preset(config["preset"])
 NAME = PRESET["name"]
 TOY = "world" in PRESET
+METRIC_NAMES = "toy" if TOY else "lm-eval"  # whose metric names the evaluations write
 RESULTS = f"results/{NAME}"
 LOGS = f"logs/{NAME}"
 BENCHMARKS = f"benchmarks/{NAME}"

@@ -532,21 +532,25 @@ TASKS: dict[str, TaskSpec] = {
     for name in _GENERATORS
 }
 
-COLUMN_CATEGORY: dict[str, str] = {
-    "toy_gsm8k": "math",
-    "toy_math401": "math",
-    "toy_math23k": "math",
-    "toy_ds1000": "code",
-    "toy_mbpp": "code",
-    "toy_codeapex": "code",
-    "toy_humaneval": "code",
-    "toy_ifeval_prompt": "instruction_following",
-    "toy_ifeval_inst": "instruction_following",
-    "toy_coqa": "reading_comprehension",
-    "toy_drop": "reading_comprehension",
-    "toy_mmlu": "knowledge",
-    "toy_function_calling": "agent",
-    "toy_code_switch": "code_switching",
+# Each toy metric under the name of the paper's column it stands for (onmerge.aggregate.PAPER_COLUMNS).
+PAPER_METRICS: dict[str, str] = {
+    "toy_gsm8k": "gsm8k_acc",
+    "toy_math401": "math401_acc",
+    "toy_math23k": "math23k_acc",
+    "toy_ds1000": "ds1000_pass1",
+    "toy_mbpp": "mbpp_pass1",
+    "toy_codeapex": "codeapex_pass1",
+    "toy_humaneval": "humaneval_pass1",
+    "toy_ifeval_prompt": "ifeval_strict_prompt_acc",
+    "toy_ifeval_inst": "ifeval_strict_instruction_acc",
+    "toy_coqa": "coqa_acc",
+    "toy_drop": "drop_acc",
+    "toy_mmlu": "mmlu_acc",
+    "toy_function_calling": "agent_nous_function_call_acc",
+    "toy_code_switch": "code_switch_acc",
+    "toy_mt_bench": "mt_bench",
+    "alpacaeval_lc": "alpacaeval2_lc",
+    "alpacaeval_raw": "alpacaeval2_raw",
 }
 
 

@@ -1,0 +1,661 @@
+"""The paper's tables from the pipeline's results.csv, beside the published numbers (results/paper/*.csv).
+
+Each table is first a tidy frame (one record per backbone x row x column), then Markdown, CSV and LaTeX. A row's
+value is the mean over its seeds; its uncertainty is lm-eval's standard error carried through that mean (`stderr`)
+and, with several seeds, their standard deviation (`seed_sd`). A searched row (the KL and EMA searches, the offline
+merges' density x weight grid) reports the setting with the best `select_by` metric and names it. A cell the preset
+plans but the results lack is `missing`; a row the preset does not plan is `not run`; neither is dropped or filled.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS
+from onmerge.grid import MERGES, Checkpoint, MergeCell, Model, TrainCell, method_cells, offline_merges
+
+SELECT_BY = "benchmark_avg"  # the paper keeps the "best" searched setting without naming the metric
+OK, MISSING, NOT_RUN, PUBLISHED = "ok", "missing", "not run", "published"
+
+
+@dataclass(frozen=True)
+class Row:
+    group: str
+    name: str
+    label: str
+
+
+# Tables 1 and 4-7: the paper's rows, in its groups and order.
+MAIN_ROWS = (
+    Row("baseline", "reference", "Reference"),
+    Row("baseline", "adamw", "AdamW"),
+    Row("regularization", "kl", "KL"),
+    Row("regularization", "ema", "EMA"),
+    Row("regularization", "childtuning", "ChildTuning"),
+    Row("regularization", "lora", "LoRA"),
+    Row("offline_merging", "linear", "Linear"),
+    Row("offline_merging", "dare", "DARE"),
+    Row("offline_merging", "ties", "TIES"),
+    Row("online_merging", "onties", "OnTIES"),
+    Row("online_merging", "ondare", "OnDARE"),
+)
+LABELS = {
+    "math": "Math",
+    "code": "Code",
+    "instruction_following": "I.F.",
+    "reading_comprehension": "R.C.",
+    "knowledge": "Know.",
+    "agent": "Agent",
+    "code_switch": "CodeSwitch",
+    "benchmark_avg": "Benchmark Avg.",
+    "mt_bench": "MT-Bench",
+    "alpacaeval2_lc": "AlpacaEval LC",
+    "gsm8k_acc": "GSM8K",
+    "math401_acc": "Math401",
+    "math23k_acc": "Math23K",
+    "ds1000_pass1": "DS1000",
+    "mbpp_pass1": "MBPP",
+    "codeapex_pass1": "CodeApex",
+    "humaneval_pass1": "HumanEval",
+    "ifeval_strict_prompt_acc": "IFEval prompt",
+    "ifeval_strict_instruction_acc": "IFEval inst.",
+    "coqa_acc": "CoQA",
+    "drop_acc": "DROP",
+    "mmlu_acc": "MMLU",
+    "agent_nous_function_call_acc": "Func. call",
+    "code_switch_acc": "CodeSwitch",
+    "dpo": "DPO",
+    "ipo": "IPO",
+    "kto": "KTO",
+    **{row.name: row.label for row in MAIN_ROWS},
+}
+GROUP_LABELS = {
+    "baseline": "Baseline",
+    "regularization": "Regularization",
+    "offline_merging": "Offline merging",
+    "online_merging": "Online merging",
+}
+# Decimals as the paper prints them: per-benchmark scores and judged rewards to 2, categories and averages to 1.
+DIGITS = {column: 2 for column in (*PAPER_COLUMNS, *JUDGED)} | {column: 1 for column in (*CATEGORIES, "benchmark_avg")}
+
+MAIN_COLUMNS = (*CATEGORIES, "benchmark_avg", *JUDGED)
+SWEEP_COLUMNS = ("benchmark_avg", "mt_bench")
+TITLES = {
+    "table1": "Table 1: differences against AdamW (DPO)",
+    "table4": "Table 4: the main results (DPO)",
+    "tables5to7": "Tables 5-7: the 14 benchmark columns (DPO)",
+    "table2": "Table 2: OnDARE merging weight alpha",
+    "table3": "Table 3: RLHF algorithms",
+}
+STUDY_OF_TABLE = {
+    "table1": "table1",
+    "table4": "table1",
+    "tables5to7": "table1",
+    "table2": "table2",
+    "table3": "table3",
+}
+PAPER_FILES = {
+    "table1": "table4_main.csv",
+    "table4": "table4_main.csv",
+    "tables5to7": "tables5to7_per_benchmark.csv",
+    "table2": "table2_alpha_sweep.csv",
+    "table3": "table3_rlhf_algorithms.csv",
+}
+
+
+def table_names(preset: Mapping[str, Any]) -> list[str]:
+    """The tables a preset's studies make (the main tables need study `table1`, Table 2 `table2`, ...)."""
+    return [name for name, study in STUDY_OF_TABLE.items() if study in preset["studies"]]
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    stderr: float  # lm-eval's standard error of the seed mean (NaN where the metric has none)
+    seed_sd: float  # standard deviation over seeds (NaN with one seed)
+    seeds: int
+
+
+class Results:
+    """results.csv, looked up by (model path, metric)."""
+
+    def __init__(self, table: pd.DataFrame):
+        self._values = {
+            (path, metric): (float(value), float(stderr))
+            for path, metric, value, stderr in table[["path", "metric", "value", "stderr"]].itertuples(index=False)
+        }
+
+    @classmethod
+    def read(cls, path: Path) -> Results:
+        return cls(pd.read_csv(path))
+
+    def estimate(self, models: Iterable[Model], metric: str) -> Estimate | None:
+        """The seed mean of `metric` over `models` (one per seed), or None if any of them lacks it."""
+        found = [self._values.get((model.path, metric)) for model in models]
+        if not found or any(entry is None for entry in found):
+            return None
+        values = [value for value, _ in found]
+        count = len(values)
+        mean = sum(values) / count
+        stderr = math.sqrt(sum(se * se for _, se in found)) / count
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
+        return Estimate(mean, stderr, sd, count)
+
+    def lacking(self, models: Iterable[Model], metric: str) -> list[str]:
+        return [model.path for model in models if (model.path, metric) not in self._values]
+
+
+Candidate = tuple[Model, ...]  # one setting of a row: its model for each seed
+
+
+def setting_of(candidate: Candidate) -> str:
+    """The hyper-parameters that tell a row's settings apart, e.g. `density=0.3, weight=0.5` for a merge."""
+    model = candidate[0]
+    if isinstance(model, MergeCell):
+        return ", ".join(f"{name}={value:g}" for name, value in model.params)
+    if isinstance(model, TrainCell):
+        return ", ".join(f"{name}={value:g}" for name, value in model.params)
+    return ""
+
+
+def row_candidates(preset: Mapping[str, Any], study: Mapping[str, Any], backbone: str, loss: str, row: str):
+    """The settings a row of a study covers (each a model per seed), or None if the study does not run the row."""
+    seeds = study.get("seeds", preset["seeds"])
+    if row == "reference":
+        return [(Checkpoint(backbone, "sft"),)]
+    if row in MERGES:
+        if not study.get("offline"):
+            return None
+        per_seed = [
+            [
+                merge
+                for cell in method_cells(preset, preset["offline"]["source"], backbone, loss, seed)
+                for merge in offline_merges(preset["offline"], cell)
+                if merge.merge == row
+            ]
+            for seed in seeds
+        ]
+    else:
+        if row not in study["methods"]:
+            return None
+        per_seed = [method_cells(preset, row, backbone, loss, seed, study.get("vary")) for seed in seeds]
+    return list(zip(*per_seed, strict=True))
+
+
+def choose(results: Results, candidates: list[Candidate], select_by: str) -> tuple[Candidate | None, list[str]]:
+    """The best setting by `select_by`; with a setting unmeasured the search is incomplete: (None, what lacks it)."""
+    if len(candidates) == 1:
+        return candidates[0], []
+    lacking = [path for candidate in candidates for path in results.lacking(candidate, select_by)]
+    if lacking:
+        return None, lacking
+    return max(candidates, key=lambda candidate: results.estimate(candidate, select_by).value), []
+
+
+def _record(table: str, backbone: str, group: str, row: str, label: str, column: str, **fields) -> dict[str, Any]:
+    base = dict.fromkeys(("value", "stderr", "seed_sd", "published", "difference"), math.nan)
+    return {
+        "table": table,
+        "backbone": backbone,
+        "group": group,
+        "row": row,
+        "label": label,
+        "setting": "",
+        "column": column,
+        **base,
+        "seeds": 0,
+        "status": OK,
+        "rank": 0,
+        "missing_cells": "",
+    } | fields
+
+
+def _row_records(
+    results: Results,
+    table: str,
+    backbone: str,
+    group: str,
+    row: str,
+    label: str,
+    candidates: list[Candidate] | None,
+    columns: Iterable[str],
+    select_by: str,
+) -> list[dict[str, Any]]:
+    """One record per column for a row: the chosen setting's estimates, or `missing` / `not run`."""
+    if candidates is None:
+        return [_record(table, backbone, group, row, label, column, status=NOT_RUN) for column in columns]
+    chosen, lacking = choose(results, candidates, select_by)
+    if chosen is None:
+        return [
+            _record(table, backbone, group, row, label, column, status=MISSING, missing_cells=";".join(lacking))
+            for column in columns
+        ]
+    setting = setting_of(chosen) if len(candidates) > 1 or row in MERGES else ""
+    records = []
+    for column in columns:
+        estimate = results.estimate(chosen, column)
+        if estimate is None:
+            lacks = ";".join(results.lacking(chosen, column))
+            records.append(
+                _record(
+                    table, backbone, group, row, label, column, setting=setting, status=MISSING, missing_cells=lacks
+                )
+            )
+        else:
+            fields = {"value": estimate.value, "stderr": estimate.stderr, "seed_sd": estimate.seed_sd}
+            records.append(
+                _record(table, backbone, group, row, label, column, setting=setting, seeds=estimate.seeds, **fields)
+            )
+    return records
+
+
+def main_table(results: Results, preset: Mapping[str, Any], table: str, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Table 4 (or 5-7): every backbone of study `table1`, the paper's rows, DPO."""
+    study = preset["studies"]["table1"]
+    select_by = preset.get("select_by", SELECT_BY)
+    records = []
+    for backbone, row in itertools.product(study["backbones"], MAIN_ROWS):
+        candidates = row_candidates(preset, study, backbone, "dpo", row.name)
+        records += _row_records(
+            results, table, backbone, row.group, row.name, row.label, candidates, columns, select_by
+        )
+    return pd.DataFrame(records)
+
+
+def differences(table4: pd.DataFrame) -> pd.DataFrame:
+    """Table 1: every row of Table 4 as its difference from AdamW; AdamW itself stays absolute, as the paper prints.
+
+    The standard errors of independent evaluations add in quadrature.
+    """
+    frame = table4.copy()
+    frame["table"] = "table1"
+    adamw = frame[frame["row"] == "adamw"].set_index(["backbone", "column"])
+    for index, record in frame.iterrows():
+        if record["row"] == "adamw" or record["status"] == NOT_RUN:
+            continue
+        base = adamw.loc[(record["backbone"], record["column"])]
+        if base["status"] != OK or record["status"] != OK:
+            frame.loc[index, ["value", "stderr", "seed_sd"]] = math.nan
+            frame.loc[index, "status"] = MISSING
+            lacking = base["missing_cells"] if base["status"] == MISSING else "AdamW (not run)"
+            if base["status"] != OK:
+                frame.loc[index, "missing_cells"] = ";".join(filter(None, [record["missing_cells"], lacking]))
+            continue
+        frame.loc[index, "value"] = record["value"] - base["value"]
+        frame.loc[index, "stderr"] = math.hypot(record["stderr"], base["stderr"])
+    return frame
+
+
+def sweep_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
+    """Table 2: one row per swept setting of each method of study `table2` (no selection: the sweep is the table)."""
+    study = preset["studies"]["table2"]
+    records = []
+    for backbone, method in itertools.product(study["backbones"], study["methods"]):
+        for candidate in row_candidates(preset, study, backbone, "dpo", method):
+            label = _varied(candidate, study)
+            records += _row_records(
+                results, "table2", backbone, method, method, label, [candidate], SWEEP_COLUMNS, SELECT_BY
+            )
+    return pd.DataFrame(records)
+
+
+def _varied(candidate: Candidate, study: Mapping[str, Any]) -> str:
+    params = dict(candidate[0].params)
+    return ", ".join(f"{name}={params[name]:g}" for name in study.get("vary", {}))
+
+
+def algorithms_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
+    """Table 3: each RLHF loss of study `table3` x each of its methods."""
+    study = preset["studies"]["table3"]
+    select_by = preset.get("select_by", SELECT_BY)
+    records = []
+    for backbone, loss, method in itertools.product(study["backbones"], study["losses"], study["methods"]):
+        candidates = row_candidates(preset, study, backbone, loss, method)
+        label = LABELS.get(method, method)
+        records += _row_records(results, "table3", backbone, loss, method, label, candidates, SWEEP_COLUMNS, select_by)
+    return pd.DataFrame(records)
+
+
+def mark_ranks(frame: pd.DataFrame) -> pd.DataFrame:
+    """Best (1) and second best (2) per backbone, group of comparable rows and column; the Reference is not ranked.
+
+    Higher is better in every column of the paper. Table 3 ranks within each RLHF loss, as the paper compares there.
+    """
+    frame = frame.copy()
+    frame["rank"] = 0
+    scope = ["backbone", "group", "column"] if (frame["table"] == "table3").all() else ["backbone", "column"]
+    ranked = frame[(frame["status"] == OK) & (frame["row"] != "reference")]
+    for _, records in ranked.groupby(scope):
+        levels = sorted(set(records["value"]), reverse=True)[:2]
+        for rank, level in enumerate(levels, start=1):
+            frame.loc[records.index[records["value"] == level], "rank"] = rank
+    return frame
+
+
+# ---- the published numbers --------------------------------------------------------------------------------------
+
+
+def published_backbone(preset: Mapping[str, Any], backbone: str) -> str:
+    """The paper's name of a backbone (results/paper/*.csv): itself, or for the toy world the one it mirrors."""
+    mirrors = preset["backbones"][backbone].get("mirrors")
+    return mirrors.lower().removeprefix("meta-") if mirrors else backbone
+
+
+def published(paper_dir: Path, table: str) -> pd.DataFrame:
+    """A published table in the same tidy layout as ours (status `published`, no uncertainty)."""
+    frame = pd.read_csv(Path(paper_dir) / PAPER_FILES[table])
+    records = []
+    if table in ("table1", "table4", "tables5to7"):
+        columns = MAIN_COLUMNS if table != "tables5to7" else tuple(PAPER_COLUMNS)
+        groups = {row.name: row for row in MAIN_ROWS}
+        for paper in frame.to_dict("records"):
+            row = groups[paper["method"]]
+            for column in columns:
+                fields = {"value": float(paper[column]), "status": PUBLISHED}
+                records.append(_record(table, paper["backbone"], row.group, row.name, row.label, column, **fields))
+        result = pd.DataFrame(records)
+        return differences(result.assign(status=OK)).assign(status=PUBLISHED) if table == "table1" else result
+    if table == "table2":
+        for paper in frame.to_dict("records"):
+            label, method = f"alpha={float(paper['alpha']):g}", paper["optimizer"]
+            for column in SWEEP_COLUMNS:
+                fields = {"value": float(paper[column]), "status": PUBLISHED}
+                records.append(_record(table, paper["backbone"], method, method, label, column, **fields))
+    else:
+        for paper in frame.to_dict("records"):
+            for column in SWEEP_COLUMNS:
+                fields = {"value": float(paper[column]), "status": PUBLISHED}
+                label = LABELS[paper["optimizer"]]
+                records.append(
+                    _record(table, paper["backbone"], paper["algorithm"], paper["optimizer"], label, column, **fields)
+                )
+    return pd.DataFrame(records)
+
+
+def beside_published(ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping[str, Any]) -> pd.DataFrame:
+    """Ours with the published value of the same backbone, row, setting and column, and ours minus it."""
+    key = ["backbone", "group", "row", "column"] + (["label"] if (ours["table"] == "table2").all() else [])
+    lookup = paper.set_index(key)["value"]
+    lookup = lookup[~lookup.index.duplicated()]
+    frame = ours.copy()
+    for index, record in frame.iterrows():
+        probe = (published_backbone(preset, record["backbone"]), *(record[k] for k in key[1:]))
+        if probe in lookup.index:
+            frame.loc[index, "published"] = lookup[probe]
+            frame.loc[index, "difference"] = record["value"] - lookup[probe]
+    return frame
+
+
+def build(results: Results, preset: Mapping[str, Any], paper_dir: Path) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Every table the preset's studies make: (ours, the published table) by name.
+
+    For the paper presets ours carries the published value and the difference; for the toy world the published table
+    is kept apart, to be shown beside ours for shape only.
+    """
+    tables = {}
+    names = table_names(preset)
+    if "table4" in names:
+        table4 = mark_ranks(main_table(results, preset, "table4", MAIN_COLUMNS))
+        tables["table1"] = differences(table4)  # ranked as Table 4: the differences share AdamW's offset
+        tables["table4"] = table4
+        tables["tables5to7"] = mark_ranks(main_table(results, preset, "tables5to7", tuple(PAPER_COLUMNS)))
+    if "table2" in names:
+        tables["table2"] = mark_ranks(sweep_table(results, preset))
+    if "table3" in names:
+        tables["table3"] = mark_ranks(algorithms_table(results, preset))
+    built = {}
+    for name, ours in tables.items():
+        paper = published(paper_dir, name)
+        if "world" not in preset:
+            ours = beside_published(ours, paper, preset)
+        built[name] = (ours, paper)
+    return built
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------------
+
+LEGEND = (
+    "Each value: the mean over seeds ± lm-eval's standard error, propagated to the categories and the Benchmark Avg.; "
+    "with several seeds, (sd over seeds, n) follows. The judged AlpacaEval LC win rate has no standard error.",
+    "Best and second best per column marked (bold, underlined); the Reference is not ranked.",
+)
+SEARCH_NOTE = "A searched row (KL, EMA, offline merges) reports its setting with the highest {select_by}: see Setting."
+
+
+@dataclass(frozen=True)
+class Layout:
+    """What one rendered block shows: its rows (each a list of records, one per column) and the column labels."""
+
+    title: str
+    columns: list[str]
+    rows: list[pd.DataFrame]
+
+
+def _blocks(frame: pd.DataFrame) -> list[Layout]:
+    blocks = []
+    for backbone, records in frame.groupby("backbone", sort=False):
+        columns = list(dict.fromkeys(records["column"]))
+        keys = ["group", "row", "label", "setting"]
+        rows = [row for _, row in records.groupby(keys, sort=False)]
+        blocks.append(Layout(backbone, columns, rows))
+    return blocks
+
+
+def _number(value: float, digits: int, signed: bool) -> str:
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def cell_text(record: Mapping[str, Any], signed: bool, plus_minus: str = "±") -> str:
+    """A cell as printed: `value ± stderr (sd s, n=k)`, or `missing` / `not run`."""
+    if record["status"] in (MISSING, NOT_RUN):
+        return record["status"]
+    digits = DIGITS.get(record["column"], 2)
+    text = _number(record["value"], digits, signed)
+    if not math.isnan(record["stderr"]):
+        text += f" {plus_minus} {record['stderr']:.{digits}f}"
+    if record["seeds"] > 1:
+        text += f" (sd {record['seed_sd']:.{digits}f}, n={record['seeds']})"
+    return text
+
+
+def _signed(table: str, row: str) -> bool:
+    return table == "table1" and row != "adamw"
+
+
+def _grid(block: Layout, table: str, with_published: bool) -> tuple[list[str], list[list[tuple[str, int]]]]:
+    """Header and cells (text, rank) of one block, with `paper` and `Δ` lines under each row when asked."""
+    has_setting = any(row["setting"].iloc[0] for row in block.rows)
+    lead_header = {"table2": ["Optimizer", "Setting"], "table3": ["Algorithm", "Optimizer"]}.get(
+        table, ["Group", "Method"]
+    )
+    header = [*lead_header, *(["Setting"] if has_setting else []), *(LABELS.get(c, c) for c in block.columns)]
+    lines, previous_group = [], None
+    for row in block.rows:
+        first = row.iloc[0]
+        group = GROUP_LABELS.get(first["group"], LABELS.get(first["group"], first["group"]))
+        lead = [group if first["group"] != previous_group else "", first["label"]]
+        previous_group = first["group"]
+        setting = [first["setting"]] if has_setting else []
+        by_column = {record["column"]: record for record in row.to_dict("records")}
+        signed = _signed(table, first["row"])
+        lines.append(
+            [(text, 0) for text in lead + setting]
+            + [(cell_text(by_column[c], signed), by_column[c]["rank"]) for c in block.columns]
+        )
+        if with_published:
+            for name, field in (("paper", "published"), ("Δ", "difference")):
+                cells = []
+                for column in block.columns:
+                    value = by_column[column][field]
+                    digits = DIGITS.get(column, 2)
+                    cells.append(("n/a" if math.isnan(value) else _number(value, digits, signed or name == "Δ"), 0))
+                lines.append([("", 0), (f"↳ {name}", 0), *([("", 0)] if has_setting else []), *cells])
+    return header, lines
+
+
+def _notes(frame: pd.DataFrame) -> list[str]:
+    """One line per row with a missing or not-run cell, naming the columns and the cells without results."""
+    notes = []
+    for (backbone, group, _, label, _), records in frame.groupby(
+        ["backbone", "group", "row", "label", "setting"], sort=False
+    ):
+        what = f"{backbone} / {label}" + ("" if group in GROUP_LABELS else f" / {LABELS.get(group, group)}")
+        missing = records[records["status"] == MISSING]
+        if len(missing):
+            columns = ", ".join(LABELS.get(column, column) for column in missing["column"])
+            cells = sorted({cell for cells in missing["missing_cells"] for cell in cells.split(";") if cell})
+            notes.append(f"Missing: {what}: {columns}; no result for {', '.join(cells)}")
+        if (records["status"] == NOT_RUN).any():
+            notes.append(f"Not run: {what} (the preset does not plan this row)")
+    return notes
+
+
+def _shape_title(preset: Mapping[str, Any], backbone: str) -> str:
+    for ours in preset["backbones"]:
+        if published_backbone(preset, ours) == backbone:
+            return f"{backbone} (published; mirrored here by {ours})"
+    return f"{backbone} (published)"
+
+
+def _published_for_shape(paper: pd.DataFrame, ours: pd.DataFrame, preset: Mapping[str, Any]) -> pd.DataFrame:
+    mirrored = [published_backbone(preset, backbone) for backbone in dict.fromkeys(ours["backbone"])]
+    return paper[paper["backbone"].isin(mirrored)]
+
+
+@dataclass(frozen=True)
+class Grid:
+    title: str
+    header: list[str]
+    lines: list[list[tuple[str, int]]]  # (text, rank) per cell
+    numeric: int  # how many trailing columns hold numbers
+
+
+Part = tuple[str, str] | Grid  # ("heading" | "bullet", text) or a table
+
+
+def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping[str, Any]) -> list[Part]:
+    """A table as headings, bullets and grids: ours, its notes, and for the toy world the published one apart."""
+    toy = "world" in preset
+    select_by = LABELS[preset.get("select_by", SELECT_BY)]
+    parts: list[Part] = [("heading", f"{TITLES[name]} — preset `{preset['name']}`")]
+    parts += [("bullet", line) for line in LEGEND]
+    if name != "table2":
+        parts.append(("bullet", SEARCH_NOTE.format(select_by=select_by)))
+    if not toy:
+        parts.append(("bullet", "Under each row: the published value (↳ paper) and ours minus it (↳ Δ)."))
+
+    def grids(frame: pd.DataFrame, with_published: bool, title_of) -> list[Grid]:
+        return [
+            Grid(title_of(block.title), *_grid(block, name, with_published), len(block.columns))
+            for block in _blocks(frame)
+        ]
+
+    def ours_title(backbone: str) -> str:
+        mirrors = preset["backbones"][backbone].get("mirrors")
+        return f"{backbone} (toy, mirrors {mirrors})" if mirrors else backbone
+
+    parts += grids(ours, not toy, ours_title)
+    parts += [("bullet", note) for note in _notes(ours)]
+    if toy:
+        parts.append(("heading", "The published table, for shape only (the paper's numbers, not this run's)"))
+        parts += grids(_published_for_shape(paper, ours, preset), False, lambda b: _shape_title(preset, b))
+    return parts
+
+
+def markdown(parts: list[Part]) -> str:
+    lines = []
+    for part in parts:
+        if isinstance(part, Grid):
+            lines += [f"## {part.title}", "", "| " + " | ".join(part.header) + " |"]
+            lines.append("|" + "|".join(["---"] * (len(part.header) - part.numeric) + ["---:"] * part.numeric) + "|")
+            lines += ["| " + " | ".join(_md_mark(text, rank) for text, rank in cells) + " |" for cells in part.lines]
+            lines.append("")
+        elif part[0] == "heading":
+            lines += ["" if lines and lines[-1] else None, f"# {part[1]}", ""]
+        else:
+            lines.append(f"- {part[1]}")
+    return "\n".join(line for line in lines if line is not None).strip() + "\n"
+
+
+def _md_mark(text: str, rank: int) -> str:
+    return f"**{text}**" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
+
+
+def html(parts: list[Part]) -> str:
+    """One HTML page, for Snakemake's report (which shows HTML, not Markdown)."""
+    from html import escape
+
+    body = []
+    for part in parts:
+        if isinstance(part, Grid):
+            rows = ["".join(f"<th>{escape(cell)}</th>" for cell in part.header)]
+            rows += [
+                "".join(f"<td>{_html_mark(escape(text), rank)}</td>" for text, rank in cells) for cells in part.lines
+            ]
+            table = "".join(f"<tr>{row}</tr>" for row in rows)
+            body.append(f"<h3>{escape(part.title)}</h3><table>{table}</table>")
+        elif part[0] == "heading":
+            body.append(f"<h2>{escape(part[1])}</h2>")
+        else:
+            body.append(f"<p>{escape(part[1])}</p>")
+    style = "table{border-collapse:collapse;font:13px sans-serif}td,th{border:1px solid #ccc;padding:2px 6px}"
+    head = f"<meta charset='utf-8'><style>{style}</style>"
+    return f"<!DOCTYPE html><html><head>{head}</head><body>{''.join(body)}</body></html>\n"
+
+
+def _html_mark(text: str, rank: int) -> str:
+    return f"<b>{text}</b>" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
+
+
+_LATEX_ESCAPES = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "~": r"\textasciitilde{}", "Δ": r"$\Delta$"}
+
+
+def _tex(text: str) -> str:
+    text = "".join(_LATEX_ESCAPES.get(char, char) for char in text)
+    return text.replace("±", r"$\pm$").replace("↳", r"$\hookrightarrow$")
+
+
+def latex(name: str, parts: list[Part]) -> str:
+    """booktabs tabulars, one per heading: ours (with the published lines for the paper presets), then the paper's."""
+    lines = [f"% {TITLES[name]}; generated by onmerge.tables from results.csv"]
+    open_tabular = False
+    for part in parts:
+        if isinstance(part, Grid):
+            width = len(part.header)
+            if not open_tabular:
+                lines += [rf"\begin{{tabular}}{{{'l' * (width - part.numeric)}{'r' * part.numeric}}}", r"\toprule"]
+                lines.append(" & ".join(_tex(cell) for cell in part.header) + r" \\")
+                open_tabular = True
+            lines.append(rf"\midrule \multicolumn{{{width}}}{{l}}{{\textit{{{_tex(part.title)}}}}} \\")
+            lines += [" & ".join(_tex_mark(_tex(text), rank) for text, rank in cells) + r" \\" for cells in part.lines]
+        else:
+            if open_tabular:
+                lines += [r"\bottomrule", r"\end{tabular}"]
+                open_tabular = False
+            lines.append(f"% {_tex(part[1])}")
+    if open_tabular:
+        lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_mark(text: str, rank: int) -> str:
+    return rf"\textbf{{{text}}}" if rank == 1 else rf"\underline{{{text}}}" if rank == 2 else text
+
+
+def write(built: Mapping[str, tuple[pd.DataFrame, pd.DataFrame]], preset: Mapping[str, Any], out_dir: Path) -> None:
+    """`<name>.md`, `<name>.csv` (ours, tidy), `<name>.tex` and `<name>.html` for each table, written atomically."""
+    from onmerge.atomic import write_text
+
+    for name, (ours, paper) in built.items():
+        parts = document(name, ours, paper, preset)
+        write_text(Path(out_dir) / f"{name}.md", markdown(parts))
+        write_text(Path(out_dir) / f"{name}.csv", ours.to_csv(index=False))
+        write_text(Path(out_dir) / f"{name}.tex", latex(name, parts))
+        write_text(Path(out_dir) / f"{name}.html", html(parts))

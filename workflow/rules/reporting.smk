@@ -1,0 +1,88 @@
+# Stage 7: the paper's tables and figures, and the provenance the report shows. They read results.csv, which exists
+# only once every cell of the preset is evaluated; so a table is never built from a run still in progress.
+# `snakemake tables`, `snakemake figures`; `snakemake --report report.html` gathers them with their captions.
+
+TABLES = tables.table_names(PRESET)
+FIGURES = figures.figure_names(PRESET)
+PAPER = Path(workflow.basedir) / "results" / "paper"
+
+
+if TABLES:
+
+    rule tables:
+        """The paper's tables (Markdown, CSV, LaTeX, HTML) beside the published numbers."""
+        input:
+            results=f"{RESULTS}/results.csv",
+            preset=preset_path(config["preset"]),
+            paper=[PAPER / name for name in sorted(set(tables.PAPER_FILES.values()))],
+        output:
+            expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=("md", "csv", "tex")),
+            [
+                report(f"{RESULTS}/tables/{name}.html", caption=f"../report/{name}.rst", category="Tables")
+                for name in TABLES
+            ],
+        log:
+            f"{LOGS}/tables.log",
+        params:
+            preset=config["preset"],
+            paper=lambda wildcards, input: Path(input.paper[0]).parent,
+            out_dir=lambda wildcards, output: Path(output[0]).parent,
+        conda:
+            "../../envs/onmerge.yaml"
+        shell:
+            "python -m onmerge.cli tables --results {input.results} --preset {params.preset} --paper {params.paper}"
+            " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+if FIGURES:
+
+    rule figures:
+        """The paper's figures (PNG), with error bars."""
+        input:
+            results=f"{RESULTS}/results.csv",
+            preset=preset_path(config["preset"]),
+        output:
+            [
+                report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+                for name in FIGURES
+            ],
+        log:
+            f"{LOGS}/figures.log",
+        params:
+            preset=config["preset"],
+            out_dir=lambda wildcards, output: Path(output[0]).parent,
+        conda:
+            "../../envs/onmerge.yaml"
+        shell:
+            "python -m onmerge.cli figures --results {input.results} --preset {params.preset}"
+            " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule provenance:
+    """The environment (git commit, package versions, resolved preset) and each cell's seed, settings and timings."""
+    input:
+        results=f"{RESULTS}/results.csv",
+        preset=preset_path(config["preset"]),
+    output:
+        f"{RESULTS}/provenance/environment.json",
+        f"{RESULTS}/provenance/cells.csv",
+        report(f"{RESULTS}/provenance/provenance.html", caption="../report/provenance.rst", category="Provenance"),
+    log:
+        f"{LOGS}/provenance.log",
+    params:
+        preset=config["preset"],
+        benchmarks=BENCHMARKS,
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "python -m onmerge.cli provenance --preset {params.preset} --benchmarks {params.benchmarks}"
+        " --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# What `rule all` asks for: a preset without a table's or figure's study has no such output.
+REPORTED = [
+    *(rules.tables.output if TABLES else []),
+    *(rules.figures.output if FIGURES else []),
+    *rules.provenance.output,
+]
