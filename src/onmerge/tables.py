@@ -227,8 +227,12 @@ def _row_records(
     candidates: list[Candidate] | None,
     columns: Iterable[str],
     select_by: str,
+    searched: bool = False,
 ) -> list[dict[str, Any]]:
-    """One record per column for a row: the chosen setting's estimates, or `missing` / `not run`."""
+    """One record per column for a row: the chosen setting's estimates, or `missing` / `not run`.
+
+    A `searched` row (the preset searches it, or it is an offline merge) names its setting even if it has only one.
+    """
     if candidates is None:
         return [_record(table, backbone, group, row, label, column, status=NOT_RUN) for column in columns]
     chosen, lacking = choose(results, candidates, select_by)
@@ -237,7 +241,7 @@ def _row_records(
             _record(table, backbone, group, row, label, column, status=MISSING, missing_cells=";".join(lacking))
             for column in columns
         ]
-    setting = setting_of(chosen) if len(candidates) > 1 or row in MERGES else ""
+    setting = setting_of(chosen) if searched or len(candidates) > 1 else ""
     records = []
     for column in columns:
         estimate = results.estimate(chosen, column)
@@ -263,8 +267,9 @@ def main_table(results: Results, preset: Mapping[str, Any], table: str, columns:
     records = []
     for backbone, row in itertools.product(study["backbones"], MAIN_ROWS):
         candidates = row_candidates(preset, study, backbone, "dpo", row.name)
+        searched = row.name in MERGES or "search" in preset["methods"].get(row.name, {})
         records += _row_records(
-            results, table, backbone, row.group, row.name, row.label, candidates, columns, select_by
+            results, table, backbone, row.group, row.name, row.label, candidates, columns, select_by, searched
         )
     return pd.DataFrame(records)
 

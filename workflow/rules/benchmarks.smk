@@ -8,7 +8,7 @@ rule bench_optim:
         "benchmarks/bench/optim.tsv"
     params:
         bench=config["benchmarks"]["optimizer"],
-    threads: workflow.cores
+    threads: lambda wildcards: workflow.cores  # read when the job runs: `--report` needs no --cores
     conda:
         "../../envs/onmerge.yaml"
     shell:
