@@ -23,6 +23,8 @@ if TABLES:
             ],
         log:
             f"{LOGS}/tables.log",
+        benchmark:
+            f"{BENCHMARKS}/tables.tsv"
         params:
             preset=config["preset"],
             paper=lambda wildcards, input: Path(input.paper[0]).parent,
@@ -48,6 +50,8 @@ if FIGURES:
             ],
         log:
             f"{LOGS}/figures.log",
+        benchmark:
+            f"{BENCHMARKS}/figures.tsv"
         params:
             preset=config["preset"],
             out_dir=lambda wildcards, output: Path(output[0]).parent,
@@ -69,6 +73,8 @@ rule provenance:
         report(f"{RESULTS}/provenance/provenance.html", caption="../report/provenance.rst", category="Provenance"),
     log:
         f"{LOGS}/provenance.log",
+    benchmark:
+        f"{BENCHMARKS}/provenance.tsv"
     params:
         preset=config["preset"],
         benchmarks=BENCHMARKS,
