@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS
-from onmerge.grid import MERGES, Checkpoint, MergeCell, Model, TrainCell, method_cells, offline_merges
+from onmerge.grid import MERGES, Checkpoint, Model, method_cells, offline_merges
 
 SELECT_BY = "benchmark_avg"  # the paper keeps the "best" searched setting without naming the metric
 OK, MISSING, NOT_RUN, PUBLISHED = "ok", "missing", "not run", "published"
@@ -158,11 +158,9 @@ Candidate = tuple[Model, ...]  # one setting of a row: its model for each seed
 def setting_of(candidate: Candidate) -> str:
     """The hyper-parameters that tell a row's settings apart, e.g. `density=0.3, weight=0.5` for a merge."""
     model = candidate[0]
-    if isinstance(model, MergeCell):
-        return ", ".join(f"{name}={value:g}" for name, value in model.params)
-    if isinstance(model, TrainCell):
-        return ", ".join(f"{name}={value:g}" for name, value in model.params)
-    return ""
+    if isinstance(model, Checkpoint):
+        return ""
+    return ", ".join(f"{name}={value:g}" for name, value in model.params)
 
 
 def row_candidates(preset: Mapping[str, Any], study: Mapping[str, Any], backbone: str, loss: str, row: str):
@@ -385,10 +383,9 @@ def published(paper_dir: Path, table: str) -> pd.DataFrame:
 
 
 def beside_published(ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping[str, Any]) -> pd.DataFrame:
-    """Ours with the published value of the same backbone, row, setting and column, and ours minus it."""
+    """Ours with the published value of the same backbone, row (Table 2: alpha) and column, and ours minus it."""
     key = ["backbone", "group", "row", "column"] + (["label"] if (ours["table"] == "table2").all() else [])
     lookup = paper.set_index(key)["value"]
-    lookup = lookup[~lookup.index.duplicated()]
     frame = ours.copy()
     for index, record in frame.iterrows():
         probe = (published_backbone(preset, record["backbone"]), *(record[k] for k in key[1:]))
