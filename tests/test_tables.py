@@ -3,11 +3,14 @@
 import math
 from pathlib import Path
 
+import jsonschema
 import pandas as pd
 import pytest
+import yaml
 
 from onmerge import tables
 from onmerge.aggregate import PAPER_COLUMNS
+from onmerge.config import SCHEMAS, load_preset
 from onmerge.grid import all_models
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
@@ -77,8 +80,9 @@ def hand_made_preset(backbones=None, world=False):
     return preset
 
 
-def hand_made_results(rename=None, drop=()):
-    """Every model of the hand-made preset at its level; `drop` removes (path, metric) rows (metric None: all)."""
+def hand_made_results(rename=None, drop=(), overrides=None):
+    """Every model of the hand-made preset at its level; `drop` removes (path, metric) rows (metric None: all),
+    `overrides` sets {(path, metric): value}."""
     rows = []
     for template, level in LEVELS.items():
         for seed in (0, 1) if "{seed}" in template else (None,):
@@ -89,8 +93,9 @@ def hand_made_results(rename=None, drop=()):
                     continue
                 scale = 0.1 if metric == "mt_bench" else 1.0
                 stderr = math.nan if metric == "alpacaeval2_lc" else scale
+                measured = (overrides or {}).get((path, metric), value * scale)
                 rows.append(
-                    {"path": (rename or {}).get(path, path), "metric": metric, "value": value * scale, "stderr": stderr}
+                    {"path": (rename or {}).get(path, path), "metric": metric, "value": measured, "stderr": stderr}
                 )
     return tables.Results(pd.DataFrame(rows))
 
@@ -261,6 +266,19 @@ def test_a_missing_or_incomplete_cell_is_reported_missing_never_dropped_or_fille
     assert f"- Missing: qwen1.5-7b / KL: {every_column}; no result for {kl_weak1}" in text
     assert f"- Missing: qwen1.5-7b / OnDARE: MT-Bench; no result for {ondare0}" in text
     assert f"no result for {ties1}" in text
+
+
+def test_select_by_picks_the_searched_setting_by_another_metric():
+    judged_better = {(KL_WEAK.format(seed=seed), "mt_bench"): 9.0 for seed in (0, 1)}
+    results = hand_made_results(overrides=judged_better)
+    by_average = tables.build(results, hand_made_preset(), PAPER)["table4"][0]
+    by_reward = tables.build(results, hand_made_preset() | {"select_by": "mt_bench"}, PAPER)["table4"][0]
+    assert cell(by_average, "kl", "mt_bench")["setting"] == "beta=1"
+    assert cell(by_reward, "kl", "mt_bench")[["setting", "value"]].tolist() == ["beta=0.01", 9.0]
+    schema = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())
+    jsonschema.validate(load_preset("toy") | {"select_by": "mt_bench"}, schema)
+    with pytest.raises(jsonschema.ValidationError, match="'math' is not one of"):
+        jsonschema.validate(load_preset("toy") | {"select_by": "math"}, schema)
 
 
 def test_table_names_follow_the_studies():
