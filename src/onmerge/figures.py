@@ -22,7 +22,17 @@ from matplotlib.ticker import NullLocator
 
 from onmerge.atomic import atomic_file
 from onmerge.grid import MERGES, Checkpoint, MergeCell
-from onmerge.tables import LABELS, SELECT_BY, Candidate, Estimate, Results, choose, row_candidates, setting_of
+from onmerge.tables import (
+    LABELS,
+    Candidate,
+    Estimate,
+    Results,
+    backbone_title,
+    choose,
+    row_candidates,
+    select_by,
+    setting_of,
+)
 
 LOSS = "dpo"
 REWARD, BENCHMARK = "mt_bench", "benchmark_avg"
@@ -117,10 +127,6 @@ def _whole_preset(preset: Mapping[str, Any], study: Mapping[str, Any]) -> dict[s
     return {"methods": list(preset["methods"]), "offline": True, "seeds": study.get("seeds", preset["seeds"])}
 
 
-def _select_by(preset: Mapping[str, Any]) -> str:
-    return preset.get("select_by", SELECT_BY)
-
-
 def sweep_series(results: Results, preset: Mapping[str, Any], name: str, backbone: str, metric: str) -> list[Series]:
     """One line per method of a sweep study: `metric` at each value of the study's varied hyper-parameter."""
     study = preset["studies"][name]
@@ -132,7 +138,7 @@ def sweep_series(results: Results, preset: Mapping[str, Any], name: str, backbon
             at.setdefault(float(dict(candidate[0].params)[param]), []).append(candidate)
         points, missing = [], []
         for x, candidates in sorted(at.items()):  # then the best is drawn, as the tables report a searched row
-            estimate, lacking = _measure(results, candidates, metric, _select_by(preset))
+            estimate, lacking = _measure(results, candidates, metric, select_by(preset))
             missing += lacking
             if estimate is not None:
                 points.append((x, estimate))
@@ -148,7 +154,7 @@ def sweep_level(results: Results, preset: Mapping[str, Any], name: str, backbone
     candidates = row_candidates(preset, _whole_preset(preset, preset["studies"][name]), backbone, LOSS, row)
     if candidates is None:
         return Level(LEVEL_LABELS[row], None, [])
-    estimate, lacking = _measure(results, candidates, metric, _select_by(preset))
+    estimate, lacking = _measure(results, candidates, metric, select_by(preset))
     return Level(LEVEL_LABELS[row], estimate, lacking)
 
 
@@ -156,13 +162,13 @@ def plane(results: Results, preset: Mapping[str, Any], backbone: str) -> list[Gr
     """Section 3's reward-tax plane on one backbone: the SFT-to-RLHF interpolation curve, then the overlays."""
     study = preset["studies"][INTERPOLATION]
     whole = _whole_preset(preset, study)
-    select_by = _select_by(preset)
+    selection = select_by(preset)
 
     def group(style: str, label: str, steps: list[tuple[str, list[Candidate]]], overlay: bool) -> Group:
         marks, missing = [], []
         for text, candidates in steps:
-            reward, lacks_reward = _measure(results, candidates, REWARD, select_by)
-            benchmark, lacks_benchmark = _measure(results, candidates, BENCHMARK, select_by)
+            reward, lacks_reward = _measure(results, candidates, REWARD, selection)
+            benchmark, lacks_benchmark = _measure(results, candidates, BENCHMARK, selection)
             missing += [path for path in dict.fromkeys(lacks_reward + lacks_benchmark) if path not in missing]
             if reward is not None and benchmark is not None:
                 marks.append(Mark(text, reward, benchmark))
@@ -202,12 +208,6 @@ def _plane_missing(groups: list[Group]) -> tuple[list[str], list[str]]:
 
 
 # ---- drawing -------------------------------------------------------------------------------------------------------
-
-
-def backbone_title(preset: Mapping[str, Any], backbone: str) -> str:
-    """A backbone as the tables name it: a toy one says which of the paper's it mirrors."""
-    mirrors = preset["backbones"][backbone].get("mirrors")
-    return f"{backbone} (toy, mirrors {mirrors})" if mirrors else backbone
 
 
 def _footer(figure: Figure, lines: list[str]) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pandas as pd
 
-from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS
+from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS, mean_with_stderr
 from onmerge.grid import MERGES, Checkpoint, Model, method_cells, offline_merges
 
 SELECT_BY = "benchmark_avg"  # the paper keeps the "best" searched setting without naming the metric
@@ -110,6 +110,17 @@ PAPER_FILES = {
 }
 
 
+def select_by(preset: Mapping[str, Any]) -> str:
+    """The metric that picks a searched row's setting (the preset's `select_by`)."""
+    return preset.get("select_by", SELECT_BY)
+
+
+def backbone_title(preset: Mapping[str, Any], backbone: str) -> str:
+    """A backbone as tables and figures name it: a toy one says which of the paper's it mirrors."""
+    mirrors = preset["backbones"][backbone].get("mirrors")
+    return f"{backbone} (toy, mirrors {mirrors})" if mirrors else backbone
+
+
 def table_names(preset: Mapping[str, Any]) -> list[str]:
     """The tables a preset's studies make (the main tables need study `table1`, Table 2 `table2`, ...)."""
     return [name for name, study in STUDY_OF_TABLE.items() if study in preset["studies"]]
@@ -141,11 +152,9 @@ class Results:
         found = [self._values.get((model.path, metric)) for model in models]
         if not found or any(entry is None for entry in found):
             return None
-        values = [value for value, _ in found]
-        count = len(values)
-        mean = sum(values) / count
-        stderr = math.sqrt(sum(se * se for _, se in found)) / count
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (count - 1)) if count > 1 else math.nan
+        mean, stderr = mean_with_stderr(found)
+        count = len(found)
+        sd = math.sqrt(sum((value - mean) ** 2 for value, _ in found) / (count - 1)) if count > 1 else math.nan
         return Estimate(mean, stderr, sd, count)
 
     def lacking(self, models: Iterable[Model], metric: str) -> list[str]:
@@ -261,13 +270,12 @@ def _row_records(
 def main_table(results: Results, preset: Mapping[str, Any], table: str, columns: tuple[str, ...]) -> pd.DataFrame:
     """Table 4 (or 5-7): every backbone of study `table1`, the paper's rows, DPO."""
     study = preset["studies"]["table1"]
-    select_by = preset.get("select_by", SELECT_BY)
     records = []
     for backbone, row in itertools.product(study["backbones"], MAIN_ROWS):
         candidates = row_candidates(preset, study, backbone, "dpo", row.name)
         searched = row.name in MERGES or "search" in preset["methods"].get(row.name, {})
         records += _row_records(
-            results, table, backbone, row.group, row.name, row.label, candidates, columns, select_by, searched
+            results, table, backbone, row.group, row.name, row.label, candidates, columns, select_by(preset), searched
         )
     return pd.DataFrame(records)
 
@@ -317,12 +325,13 @@ def _varied(candidate: Candidate, study: Mapping[str, Any]) -> str:
 def algorithms_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
     """Table 3: each RLHF loss of study `table3` x each of its methods."""
     study = preset["studies"]["table3"]
-    select_by = preset.get("select_by", SELECT_BY)
     records = []
     for backbone, loss, method in itertools.product(study["backbones"], study["losses"], study["methods"]):
         candidates = row_candidates(preset, study, backbone, loss, method)
         label = LABELS.get(method, method)
-        records += _row_records(results, "table3", backbone, loss, method, label, candidates, SWEEP_COLUMNS, select_by)
+        records += _row_records(
+            results, "table3", backbone, loss, method, label, candidates, SWEEP_COLUMNS, select_by(preset)
+        )
     return pd.DataFrame(records)
 
 
@@ -545,11 +554,11 @@ Part = tuple[str, str] | Grid  # ("heading" | "bullet", text) or a table
 def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping[str, Any]) -> list[Part]:
     """A table as headings, bullets and grids: ours, its notes, and for the toy world the published one apart."""
     toy = "world" in preset
-    select_by = LABELS[preset.get("select_by", SELECT_BY)]
+    selected_by = LABELS[select_by(preset)]
     parts: list[Part] = [("heading", f"{TITLES[name]} — preset `{preset['name']}`")]
     parts += [("bullet", line) for line in LEGEND]
     if name != "table2":
-        parts.append(("bullet", SEARCH_NOTE.format(select_by=select_by)))
+        parts.append(("bullet", SEARCH_NOTE.format(select_by=selected_by)))
     if not toy:
         parts.append(("bullet", "Under each row: the published value (↳ paper) and ours minus it (↳ Δ)."))
 
@@ -559,11 +568,7 @@ def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping
             for block in _blocks(frame)
         ]
 
-    def ours_title(backbone: str) -> str:
-        mirrors = preset["backbones"][backbone].get("mirrors")
-        return f"{backbone} (toy, mirrors {mirrors})" if mirrors else backbone
-
-    parts += grids(ours, not toy, ours_title)
+    parts += grids(ours, not toy, lambda backbone: backbone_title(preset, backbone))
     parts += [("bullet", note) for note in _notes(ours)]
     if toy:
         parts.append(("heading", "The published table, for shape only (the paper's numbers, not this run's)"))
