@@ -45,6 +45,22 @@ class SparseDelta:
     def l1(self) -> Tensor:
         return self.values.abs().sum()
 
+    def window(self, start: int, stop: int) -> SparseDelta:
+        """The kept entries among flat positions `[start, stop)`, as a 1-D delta of that window (an FSDP shard)."""
+        low, high = _window_bounds(self.indices, start, stop)
+        return SparseDelta(self.indices[low:high] - start, self.values[low:high], torch.Size([stop - start]))
+
+
+def _window_bounds(indices: Tensor, start: int, stop: int) -> tuple[int, int]:
+    bounds = torch.searchsorted(indices, torch.tensor([start, stop], device=indices.device))
+    return int(bounds[0]), int(bounds[1])
+
+
+def window_indices(indices: Tensor, start: int, stop: int) -> Tensor:
+    """Sorted flat `indices` of a full tensor that fall in `[start, stop)`, as positions within that window."""
+    low, high = _window_bounds(indices, start, stop)
+    return indices[low:high] - start
+
 
 def seeded_generator(seed: int, *keys: object, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator whose stream depends only on (seed, keys): counter-based randomness.

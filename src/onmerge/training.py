@@ -7,9 +7,11 @@ The trained model is written atomically: a killed run leaves no folder that look
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -17,11 +19,13 @@ from typing import Literal
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+from torch import nn
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from onmerge.atomic import atomic_dir
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
+from onmerge.optim.sharding import fsdp_windows
 
 OptimizerName = Literal["adamw", "lora", "ondare", "onties", "childtuning", "ema"]
 Loss = Literal["dpo", "ipo", "kto"]
@@ -61,9 +65,12 @@ class PreferenceTraining:
 
 
 def build_optimizer(
-    spec: OptimizerSpec, model: PreTrainedModel, training: PreferenceTraining, base: Path | None, sft: Path
+    spec: OptimizerSpec, model: nn.Module, training: PreferenceTraining, base: Path | None, sft: Path
 ) -> torch.optim.Optimizer:
-    """The cell's optimizer over the policy's named parameters (HF-legacy AdamW core for every method)."""
+    """The cell's optimizer over the policy's named parameters (HF-legacy AdamW core for every method).
+
+    `model` may be FSDP-wrapped (use_orig_params=True): the online optimizers then take each rank's slice of tau_r.
+    """
     common = {"lr": training.learning_rate, "weight_decay": training.weight_decay}
     params = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     if spec.name in ("adamw", "lora"):
@@ -82,6 +89,7 @@ def build_optimizer(
         alpha=spec.alpha,
         merge_every=spec.merge_every,
         seed=training.seed,
+        windows=fsdp_windows(model),
         **common,
     )
 
@@ -99,13 +107,10 @@ def train_preference(
     torch.manual_seed(training.seed)
     dtype = torch.bfloat16 if training.bf16 else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(sft)
-    policy = AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
-    if optimizer.name == "lora":
-        policy = get_peft_model(policy, _lora_config(optimizer.lora_rank))
-        reference = None  # trl scores the reference with the adapters switched off
-    else:
-        reference = AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
-    opt = build_optimizer(optimizer, policy, training, base, sft)
+    load_policy = functools.partial(_load_policy, sft, dtype, optimizer)
+    policy = load_policy()
+    # LoRA: trl scores the reference with the adapters switched off
+    reference = None if optimizer.name == "lora" else AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
     per_device, accumulation = batch_split(training)
     checkpoints = out.with_name(f".{out.name}.trainer-{uuid.uuid4().hex}")  # trainer scratch, removed at the end
     common = {
@@ -129,35 +134,80 @@ def train_preference(
         "disable_tqdm": True,
     }
     if training.loss == "kto":
-        trainer: DPOTrainer | KTOTrainer = KTOTrainer(
+        trainer: _CellDPOTrainer | _CellKTOTrainer = _CellKTOTrainer(
             model=policy,
             ref_model=reference,
             args=KTOConfig(**common),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            optimizers=(opt, None),
         )
     else:
-        trainer = DPOTrainer(
+        trainer = _CellDPOTrainer(
             model=policy,
             ref_model=reference,
             args=DPOConfig(**common, loss_type=["sigmoid" if training.loss == "dpo" else "ipo"]),
             train_dataset=Dataset.from_list(rows),
             processing_class=tokenizer,
-            optimizers=(opt, None),
         )
+    trainer.make_optimizer = functools.partial(build_optimizer, optimizer, training=training, base=base, sft=sft)
     try:
         trainer.train()
-        if isinstance(opt, EMAAdamW):
-            opt.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
-        if isinstance(policy, PeftModel):
-            policy = policy.merge_and_unload()  # evaluated and merged like every other cell: a plain checkpoint
-        with atomic_dir(out) as staging:
-            policy.save_pretrained(staging)
-            tokenizer.save_pretrained(staging)
+        if isinstance(trainer.cell_optimizer, EMAAdamW):
+            trainer.cell_optimizer.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
+        _save(trainer, policy, load_policy, tokenizer, out)
     finally:
         shutil.rmtree(checkpoints, ignore_errors=True)
     return out
+
+
+class _CellOptimizer:
+    """Trainer mixin: the cell's optimizer is built when the Trainer asks for it, over the model it trains.
+
+    Under FSDP that is the wrapped model, which exists only once accelerate has prepared it (transformers refuses an
+    optimizer passed in with FSDP on), and whose parameters are this rank's shards.
+    """
+
+    make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]
+    cell_optimizer: torch.optim.Optimizer | None = None
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        if self.optimizer is None:
+            self.cell_optimizer = self.make_optimizer(self.model if model is None else model)
+            self.optimizer = self.cell_optimizer
+        return self.optimizer
+
+
+class _CellDPOTrainer(_CellOptimizer, DPOTrainer):
+    pass
+
+
+class _CellKTOTrainer(_CellOptimizer, KTOTrainer):
+    pass
+
+
+def _load_policy(sft: Path, dtype: torch.dtype, optimizer: OptimizerSpec) -> nn.Module:
+    policy = AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
+    return get_peft_model(policy, _lora_config(optimizer.lora_rank)) if optimizer.name == "lora" else policy
+
+
+def _save(trainer: Trainer, policy: nn.Module, load_policy: Callable[[], nn.Module], tokenizer, out: Path) -> None:
+    """The trained policy as a plain checkpoint, written atomically by the main process.
+
+    Under FSDP every rank takes part in gathering the full state dict, which the main process loads into a fresh
+    copy of the policy (the trained one holds only its shards). LoRA adapters are merged in, so every cell is
+    evaluated and merged the same way.
+    """
+    if trainer.is_fsdp_enabled:
+        state_dict = trainer.accelerator.get_state_dict(trainer.model)
+        if not trainer.accelerator.is_main_process:
+            return
+        policy = load_policy()
+        policy.load_state_dict(state_dict)
+    if isinstance(policy, PeftModel):
+        policy = policy.merge_and_unload()
+    with atomic_dir(out) as staging:
+        policy.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
 
 
 def _lora_config(rank: int) -> LoraConfig:

@@ -13,6 +13,11 @@ HF-legacy AdamW update and `tau_r = theta_sft - theta_base`. Behaviour follows t
 
 Each step's masks come from `seeded_generator(seed, name, step)`: deterministic, independent of visiting order, and
 resumable from `state_dict()` alone.
+
+Under FSDP (`use_orig_params=True`) a rank holds a flat window of each parameter (`onmerge.optim.sharding`). Given
+`windows`, `tau_r` is sparsified over the full tensor and sliced, and OnDARE draws each step's mask over the full
+tensor and keeps the window's part: a sharded OnDARE run takes exactly the steps of an unsharded one. OnTIES ranks
+an update's magnitudes within each rank's window (top `reserve_p` of the shard), which needs no communication.
 """
 
 from __future__ import annotations
@@ -33,8 +38,10 @@ from onmerge.merge_ops import (
     rescale_to_l1,
     seeded_generator,
     sparse_sign_consensus,
+    window_indices,
 )
 from onmerge.optim.adamw import LegacyAdamW, ParamsT
+from onmerge.optim.sharding import FlatWindow
 from onmerge.optim.task_vector import canonical_name
 
 # The published OnDARE clamps the sparsified (1/p-scaled) task vector and rescaled updates to this range.
@@ -60,7 +67,9 @@ class _OnlineMergingAdamW(LegacyAdamW):
         rescale: bool = False,
         seed: int = 0,
         foreach: bool | None = None,
+        windows: Mapping[str, FlatWindow] | None = None,
     ):
+        self._windows = {canonical_name(name): window for name, window in (windows or {}).items()}
         super().__init__(
             params,
             lr,
@@ -94,15 +103,23 @@ class _OnlineMergingAdamW(LegacyAdamW):
         for group, name, p in trainable:
             key = by_name[canonical_name(name)]
             tau = reference_delta[key]
-            if tau.shape != p.shape:
+            window = self._windows.get(canonical_name(name))
+            if window is None and tau.shape != p.shape:
                 raise ValueError(
                     f"reference_delta[{key!r}] has shape {tuple(tau.shape)} but parameter {name!r} "
                     f"has shape {tuple(p.shape)}"
                 )
+            if window is not None and (tau.numel() != window.full_numel or p.numel() != window.stop - window.start):
+                raise ValueError(
+                    f"reference_delta[{key!r}] has {tau.numel()} elements but parameter {name!r} is the window "
+                    f"[{window.start}, {window.stop}) of {window.full_numel}"
+                )
             if not torch.isfinite(tau).all():
                 raise ValueError(f"reference_delta[{key!r}] contains NaN or Inf")
             work_dtype = torch.promote_types(p.dtype, torch.float32)  # bf16 weights: sparsify in float32
-            sparse = self._sparsify_reference(group, name, tau.to(device=p.device, dtype=work_dtype))
+            sparse = self._sparsify_reference(group, canonical_name(name), tau.to(device=p.device, dtype=work_dtype))
+            if window is not None:
+                sparse = sparse.window(window.start, window.stop)
             state = self.state[p]
             state["reference_indices"] = sparse.indices
             state["reference_values"] = sparse.values.to(p.dtype)
@@ -125,8 +142,9 @@ class _OnlineMergingAdamW(LegacyAdamW):
             p.sub_(cache)
             accumulated = delta.add_(cache)
             cache.zero_()
+        name = canonical_name(name)
         generator = seeded_generator(group["seed"], name, step, device=p.device)
-        update = self._sparsify_update(group, state, step_size, generator, accumulated)
+        update = self._sparsify_update(group, state, step_size, generator, accumulated, self._windows.get(name))
         reference = SparseDelta(state["reference_indices"], state["reference_values"], p.shape)
         self._merge(group, p, reference, update)
 
@@ -140,8 +158,11 @@ class _OnlineMergingAdamW(LegacyAdamW):
         step_size: float,
         generator: torch.Generator,
         accumulated: Tensor | None,
+        window: FlatWindow | None,
     ) -> SparseDelta:
-        """F(delta): from the moments (only at the kept entries when possible), or from a step-K `accumulated`."""
+        """F(delta): from the moments (only at the kept entries when possible), or from a step-K `accumulated`.
+
+        `window`: the part of the full tensor this rank holds under FSDP, None when it holds all of it."""
         raise NotImplementedError
 
     def _merge(self, group: dict[str, Any], p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
@@ -177,14 +198,20 @@ class OnDAREAdamW(_OnlineMergingAdamW):
         generator = seeded_generator(group["seed"], name, "reference", device=tau.device)
         return _clamped(dare(tau, group["reserve_p"], generator))
 
-    def _sparsify_update(self, group, state, step_size, generator, accumulated):
+    def _sparsify_update(self, group, state, step_size, generator, accumulated, window):
         reserve_p, eps = group["reserve_p"], group["eps"]
+        shape, device = state["exp_avg"].shape, state["exp_avg"].device
+        if window is None:
+            indices = random_keep_indices(shape.numel(), reserve_p, generator, device=device)
+        elif reserve_p >= 1.0:
+            indices = torch.arange(shape.numel(), device=device)
+        else:  # the full tensor's mask, cut to this shard: every rank draws the same one
+            full = random_keep_indices(window.full_numel, reserve_p, generator, device=device)
+            indices = window_indices(full, window.start, window.stop)
         if accumulated is None and not group["rescale"]:
-            shape = state["exp_avg"].shape
-            indices = random_keep_indices(shape.numel(), reserve_p, generator, device=state["exp_avg"].device)
             return SparseDelta(indices, self.adam_delta(state, step_size, eps, indices) / reserve_p, shape)
         dense = self.adam_delta(state, step_size, eps) if accumulated is None else accumulated
-        sparse = dare(dense, reserve_p, generator)
+        sparse = SparseDelta(indices, dense.reshape(-1)[indices] / reserve_p, shape)
         if group["rescale"]:
             sparse = _clamped(rescale_to_l1(sparse, dense.abs().sum(), eps=eps))
         return sparse
@@ -208,7 +235,7 @@ class OnTIESAdamW(_OnlineMergingAdamW):
     def _sparsify_reference(self, group: dict[str, Any], name: str, tau: Tensor) -> SparseDelta:
         return magnitude_prune(tau, group["reserve_p"], rescale_l1=group["rescale"])
 
-    def _sparsify_update(self, group, state, step_size, generator, accumulated):
+    def _sparsify_update(self, group, state, step_size, generator, accumulated, window):
         if accumulated is not None:
             return magnitude_prune(accumulated, group["reserve_p"], rescale_l1=group["rescale"])
         eps = group["eps"]
