@@ -7,6 +7,7 @@ Every cell reads `train.json` (prompt, chosen, rejected as message lists) or, fo
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +49,17 @@ def from_ultrafeedback(row: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def write_ultrafeedback(dataset: str, train_split: str, test_split: str, out_dir: Path) -> None:
-    """Load UltraFeedback binarized (a hub id or a local folder in its schema) and write both splits."""
+    """Load UltraFeedback binarized (a hub id or a local folder in its schema) and write both splits.
+
+    A local folder is read through a cache of its own, discarded after: datasets' shared cache keys local files
+    by folder name and modification times, so an edited or replaced snapshot could come back as an earlier one.
+    """
     from datasets import load_dataset
 
-    splits = {}
-    for name, split in (("train", train_split), ("test", test_split)):
-        rows = load_dataset(dataset, split=split)
-        splits[name] = [from_ultrafeedback(row, f"{dataset} [{split}] row {i}") for i, row in enumerate(rows)]
+    with tempfile.TemporaryDirectory(prefix="onmerge-ultrafeedback-") as scratch:
+        cache_dir = scratch if Path(dataset).is_dir() else None
+        splits = {}
+        for name, split in (("train", train_split), ("test", test_split)):
+            rows = load_dataset(dataset, split=split, cache_dir=cache_dir)
+            splits[name] = [from_ultrafeedback(row, f"{dataset} [{split}] row {i}") for i, row in enumerate(rows)]
     write_splits(out_dir, splits)

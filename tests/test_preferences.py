@@ -1,0 +1,85 @@
+"""UltraFeedback binarized, read from a local copy laid out as the hub repository is, into the files cells train on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from onmerge.cli import main
+from onmerge.preferences import write_ultrafeedback
+
+# The dataset card's split configuration, as HuggingFaceH4/ultrafeedback_binarized declares it (abridged to the
+# preference splits): a snapshot of the repository loads with `load_dataset(folder, split="train_prefs")`.
+CARD = """\
+---
+configs:
+- config_name: default
+  data_files:
+  - split: train_prefs
+    path: data/train_prefs-*
+  - split: test_prefs
+    path: data/test_prefs-*
+---
+"""
+
+
+def _row(i: int, *, chosen_last: str = "assistant") -> dict:
+    prompt = f"question {i}?"
+    return {
+        "prompt": prompt,
+        "prompt_id": f"{i:064x}",
+        "chosen": [{"content": prompt, "role": "user"}, {"content": f"good answer {i}", "role": chosen_last}],
+        "rejected": [{"content": prompt, "role": "user"}, {"content": f"bad answer {i}", "role": "assistant"}],
+        "messages": [{"content": prompt, "role": "user"}, {"content": f"good answer {i}", "role": "assistant"}],
+        "score_chosen": 8.0,
+        "score_rejected": 3.5,
+    }
+
+
+def _snapshot(folder: Path, splits: dict[str, list[dict]]) -> Path:
+    (folder / "data").mkdir(parents=True)
+    (folder / "README.md").write_text(CARD)
+    for split, rows in splits.items():
+        pd.DataFrame(rows).to_parquet(folder / "data" / f"{split}-00000-of-00001.parquet")
+    return folder
+
+
+def test_a_local_snapshot_becomes_paired_and_unpaired_training_files(tmp_path):
+    source = _snapshot(
+        tmp_path / "ultrafeedback", {"train_prefs": [_row(0), _row(1), _row(2)], "test_prefs": [_row(9)]}
+    )
+    out = tmp_path / "preferences"
+    main(
+        ["ultrafeedback", "--dataset", str(source), "--train-split", "train_prefs", "--test-split", "test_prefs"]
+        + ["--out-dir", str(out)]
+    )  # the command the workflow's `ultrafeedback` rule runs
+    train = json.loads((out / "train.json").read_text())
+    assert train[1] == {
+        "prompt": [{"role": "user", "content": "question 1?"}],
+        "chosen": [{"role": "assistant", "content": "good answer 1"}],
+        "rejected": [{"role": "assistant", "content": "bad answer 1"}],
+    }
+    assert [row["prompt"][0]["content"] for row in json.loads((out / "test.json").read_text())] == ["question 9?"]
+    unpaired = json.loads((out / "train_unpaired.json").read_text())
+    assert len(unpaired) == 2 * len(train)
+    assert unpaired[:2] == [
+        {"prompt": train[0]["prompt"], "completion": train[0]["chosen"], "label": True},
+        {"prompt": train[0]["prompt"], "completion": train[0]["rejected"], "label": False},
+    ]
+
+
+def test_a_row_that_does_not_end_with_the_answer_is_refused_by_position(tmp_path):
+    rows = [_row(0), _row(1, chosen_last="user")]
+    source = _snapshot(tmp_path / "ultrafeedback", {"train_prefs": rows, "test_prefs": [_row(9)]})
+    with pytest.raises(ValueError, match=r"\[train_prefs\] row 1: chosen does not end with an assistant message"):
+        write_ultrafeedback(str(source), "train_prefs", "test_prefs", tmp_path / "preferences")
+    assert not (tmp_path / "preferences" / "train.json").exists()
+
+
+def test_a_split_the_snapshot_lacks_is_named(tmp_path):
+    source = _snapshot(tmp_path / "ultrafeedback", {"train_prefs": [_row(0)], "test_prefs": [_row(9)]})
+    with pytest.raises(ValueError, match="train_gen"):
+        write_ultrafeedback(str(source), "train_gen", "test_prefs", tmp_path / "preferences")
