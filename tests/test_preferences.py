@@ -52,10 +52,8 @@ def test_a_local_snapshot_becomes_paired_and_unpaired_training_files(tmp_path):
         tmp_path / "ultrafeedback", {"train_prefs": [_row(0), _row(1), _row(2)], "test_prefs": [_row(9)]}
     )
     out = tmp_path / "preferences"
-    main(
-        ["ultrafeedback", "--dataset", str(source), "--train-split", "train_prefs", "--test-split", "test_prefs"]
-        + ["--out-dir", str(out)]
-    )  # the command the workflow's `ultrafeedback` rule runs
+    command = ["ultrafeedback", "--dataset", str(source), "--train-split", "train_prefs", "--test-split", "test_prefs"]
+    main([*command, "--out-dir", str(out)])  # what the workflow's `ultrafeedback` rule runs
     train = json.loads((out / "train.json").read_text())
     assert train[1] == {
         "prompt": [{"role": "user", "content": "question 1?"}],
