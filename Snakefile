@@ -21,6 +21,7 @@ wildcard_constraints:
     merge="|".join(grid.MERGES),
     merge_params=r"[^/]+",
     model=r".+",
+    judged="|".join(JUDGED_COMMANDS),
 
 
 include: "workflow/rules/models.smk"

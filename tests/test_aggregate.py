@@ -1,6 +1,7 @@
 """The aggregation rule, checked against the paper's published tables."""
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,25 @@ def test_missing_column_is_an_error_not_a_smaller_average():
 
 def test_mean_with_stderr():
     assert mean_with_stderr([(1.0, 0.3), (3.0, 0.4)]) == pytest.approx((2.0, 0.25))
+
+
+def test_a_paper_preset_model_gets_its_14_columns_and_both_judged_scores(tmp_path):
+    """lm-eval's metrics named by lm_evaluation.PAPER_METRICS, and the judges' files beside them, make a full row."""
+    from onmerge.aggregate import results_table
+    from onmerge.lm_evaluation import PAPER_METRICS
+
+    evaluation = tmp_path / "qwen1.5-1.8b" / "sft" / "eval"
+    evaluation.mkdir(parents=True)
+
+    def write(name: str, metrics: dict[str, float]) -> None:
+        entries = {key: {"value": value, "stderr": 0.01, "n": 100} for key, value in metrics.items()}
+        (evaluation / name).write_text(json.dumps({"metrics": entries, "provenance": {}}))
+
+    write("metrics.json", {key: 0.5 for key in PAPER_METRICS} | {"gsm8k/exact_match,flexible-extract": 0.9})
+    write("mt_bench.json", {"mt_bench": 6.25, "mt_bench_turn1": 6.5, "mt_bench_turn2": 6.0})
+    write("alpacaeval.json", {"alpacaeval2_lc": 12.5, "alpacaeval2_raw": 10.0})
+    table = results_table(tmp_path, ["qwen1.5-1.8b/sft"], PAPER_METRICS).set_index("metric")
+    assert table.loc["benchmark_avg", "value"] == pytest.approx(50.0)
+    assert all(table.loc[column, "value"] == pytest.approx(50.0) for column in PAPER_COLUMNS)
+    assert (table.loc["mt_bench", "value"], table.loc["alpacaeval2_lc", "value"]) == (6.25, 12.5)
+    assert table.loc["mt_bench", "stderr"] == 0.01

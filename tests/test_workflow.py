@@ -30,6 +30,17 @@ def job_counts(output: str) -> dict[str, int]:
     return {rule: int(count) for rule, count in counts.items() if rule != "total"}
 
 
+def paper_jobs(*, train: int, merge: int, evaluate: int, figures: int) -> dict[str, int]:
+    """A paper preset's jobs: its models and data fetched once, and two judged benchmarks per evaluated model."""
+    judged = 2 * evaluate
+    return {"fetch_model": 2, "ultrafeedback": 1, "train": train, "merge": merge, "evaluate": evaluate} | {
+        "answers": judged,
+        "judge": judged,
+        "tables": 1,
+        "figures": figures,
+    }
+
+
 @pytest.mark.parametrize(
     "preset, expected",
     [
@@ -41,20 +52,10 @@ def job_counts(output: str) -> dict[str, int]:
             | {"tables": 1, "figures": 1},
         ),
         # Table 1 block (13 trainings with the KL and EMA searches, 35 offline merges), Table 2, Figures 2 and 3,
-        # and the interpolation curve
-        (
-            "qwen1.5-1.8b",
-            {"fetch_model": 2, "ultrafeedback": 1, "train": 43, "merge": 39, "evaluate": 83, "tables": 1, "figures": 1},
-        ),
-        (
-            "qwen1.5-7b",
-            {"fetch_model": 2, "ultrafeedback": 1, "train": 25, "merge": 35, "evaluate": 61, "tables": 1, "figures": 1},
-        ),
-        # Table 1's block only: no figure
-        (
-            "llama-3-8b",
-            {"fetch_model": 2, "ultrafeedback": 1, "train": 13, "merge": 35, "evaluate": 49, "tables": 1, "figures": 0},
-        ),
+        # and the interpolation curve; each evaluated model also answers and is judged on MT-Bench and AlpacaEval
+        ("qwen1.5-1.8b", paper_jobs(train=43, merge=39, evaluate=83, figures=1)),
+        ("qwen1.5-7b", paper_jobs(train=25, merge=35, evaluate=61, figures=1)),
+        ("llama-3-8b", paper_jobs(train=13, merge=35, evaluate=49, figures=0)),  # Table 1's block only: no figure
     ],
 )
 def test_every_preset_dry_runs_every_cell(tmp_path, preset, expected):
@@ -65,7 +66,7 @@ def test_every_preset_dry_runs_every_cell(tmp_path, preset, expected):
     assert counts["aggregate"] == counts["provenance"] == counts["all"] == 1
 
 
-@pytest.mark.parametrize("preset", ["toy", "smoke"])
+@pytest.mark.parametrize("preset", ["toy", "smoke", "qwen1.5-7b"])
 def test_lint_is_clean(preset):
     result = snakemake("--lint", "--config", f"preset={preset}")
     assert result.returncode == 0, result.stdout + result.stderr

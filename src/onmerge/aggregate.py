@@ -33,6 +33,8 @@ PAPER_COLUMNS: dict[str, str] = {
 }
 CATEGORIES = tuple(dict.fromkeys(PAPER_COLUMNS.values()))
 JUDGED = ("mt_bench", "alpacaeval2_lc")  # MT-Bench on its 1-10 scale, AlpacaEval 2.0 LC win rate in percent
+# Beside <model>/eval/metrics.json: the judged benchmarks' scores (the toy world writes only alpacaeval.json).
+JUDGED_FILES = ("mt_bench.json", "alpacaeval.json")
 
 
 def mean_with_stderr(estimates: list[tuple[float, float]]) -> tuple[float, float]:
@@ -60,13 +62,21 @@ def benchmark_average(
     return scores
 
 
+def _estimates(document: Mapping) -> dict[str, tuple[float, float]]:
+    """(value, stderr) per metric of an evaluation file: `{"metrics": {name: {"value", "stderr", ...}}}` as lm-eval
+    and the judges write it, or the toy judge's `{name: value}`."""
+    if "metrics" in document:
+        return {name: (entry["value"], entry["stderr"]) for name, entry in document["metrics"].items()}
+    return {name: (value, math.nan) for name, value in document.items()}
+
+
 def results_table(root: Path, models: list[str], paper_metrics: Mapping[str, str]) -> pd.DataFrame:
     """One tidy row per (model, metric): the model's identity (onmerge.grid), the value and its standard error.
 
     `paper_metrics` renames the evaluation's metrics to the paper's columns (PAPER_COLUMNS, JUDGED); benchmark
     columns become percent, as the paper prints them; metrics it does not name keep their own name and unit. The
     categories and `benchmark_avg` follow the paper's rule above when a model has all 14 columns. Reads
-    `<model>/eval/metrics.json` and, where the judge ran, `<model>/eval/alpacaeval.json`; a model without its
+    `<model>/eval/metrics.json` and, where the judges ran, the JUDGED_FILES beside it; a model without its
     evaluation is an error, never a gap.
     """
     from onmerge.grid import describe, parse
@@ -75,11 +85,10 @@ def results_table(root: Path, models: list[str], paper_metrics: Mapping[str, str
     for path in models:
         identity = {"path": path} | describe(parse(path))
         evaluation = Path(root) / path / "eval"
-        metrics = json.loads((evaluation / "metrics.json").read_text())["metrics"]
-        measured = {name: (entry["value"], entry["stderr"]) for name, entry in metrics.items()}
-        judged = evaluation / "alpacaeval.json"
-        if judged.exists():
-            measured |= {name: (value, math.nan) for name, value in json.loads(judged.read_text()).items()}
+        measured = _estimates(json.loads((evaluation / "metrics.json").read_text()))
+        for judged in JUDGED_FILES:
+            if (evaluation / judged).exists():
+                measured |= _estimates(json.loads((evaluation / judged).read_text()))
         estimates = {}
         for name, (value, stderr) in measured.items():
             metric = paper_metrics.get(name, name)

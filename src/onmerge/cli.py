@@ -106,20 +106,41 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
     import lm_eval
     import torch
 
+    from onmerge import lm_tasks
     from onmerge.atomic import write_json
-    from onmerge.lm_evaluation import EVAL_SEED, run_lm_eval, task_metrics
+    from onmerge.lm_evaluation import EVAL_SEED, check_sampling, evaluated_doc_ids, run_lm_eval, task_metrics
 
+    include_path = args.include_path or lm_tasks.include_path()
+    sampling = check_sampling(dict(args.sampling))
     results = run_lm_eval(
         args.model,
         args.tasks,
-        include_path=args.include_path,
+        include_path=include_path,
         batch_size=args.batch_size,
         device="cuda" if torch.cuda.is_available() else "cpu",
+        log_samples=True,  # for the ids of the docs each task scored
+        sampling=sampling,
     )
-    provenance = {"model_dir": str(args.model.resolve()), "tasks": args.tasks, "eval_seed": EVAL_SEED}
-    write_json(
-        args.metrics, {"metrics": task_metrics(results), "provenance": provenance | {"lm_eval": lm_eval.__version__}}
-    )
+    provenance = {
+        "model_dir": str(args.model.resolve()),
+        "tasks": args.tasks,
+        "include_path": str(Path(include_path).resolve()),
+        "sampling": sampling,
+        "eval_seed": EVAL_SEED,
+        "subset_seed": lm_tasks.SUBSET_SEED,
+        "lm_eval": lm_eval.__version__,
+        "doc_ids": evaluated_doc_ids(results),
+    }
+    write_json(args.metrics, {"metrics": task_metrics(results), "provenance": provenance})
+
+
+def _sampling_setting(text: str) -> tuple[str, float]:
+    """`KEY=VALUE` of `--sampling`, the value a number (checked against its range by run_lm_eval)."""
+    key, _, value = text.partition("=")
+    try:
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=NUMBER (e.g. top_p=0.8)") from None
 
 
 def _judge_toy(args: argparse.Namespace) -> None:
@@ -128,6 +149,67 @@ def _judge_toy(args: argparse.Namespace) -> None:
 
     answers, reference = (json.loads(path.read_text()) for path in (args.answers, args.reference_answers))
     write_json(args.out, win_rates(args.suite, answers, reference))
+
+
+def _answers_mt_bench(args: argparse.Namespace) -> None:
+    from onmerge.judges.answers import write_mt_bench_answers
+
+    write_mt_bench_answers(
+        args.model,
+        args.questions,
+        args.generation,
+        args.out,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+
+
+def _answers_alpacaeval(args: argparse.Namespace) -> None:
+    from onmerge.judges.answers import write_alpacaeval_outputs
+
+    write_alpacaeval_outputs(
+        args.model,
+        args.instructions,
+        args.generation,
+        args.out,
+        limit=args.limit,
+        seed=args.seed,
+        batch_size=args.batch_size,
+    )
+
+
+def _judge_mt_bench(args: argparse.Namespace) -> None:
+    from onmerge.judges import mt_bench
+
+    client = mt_bench.judge_file(
+        args.questions,
+        args.answers,
+        args.cache,
+        args.out,
+        references=args.references,
+        limit=args.limit,
+        judge_model_choice=args.judge_model,
+        workers=args.workers,
+    )
+    print(f"MT-Bench: {client.cache_hits} judgments cached, {client.cache_misses} requested -> {args.out}")
+
+
+def _judge_alpacaeval(args: argparse.Namespace) -> None:
+    from onmerge.judges import alpacaeval
+
+    client = alpacaeval.judge_file(
+        args.instructions,
+        args.answers,
+        args.cache,
+        args.out,
+        gamed_source=args.gamed_annotations,
+        glm_name=args.glm,
+        limit=args.limit,
+        judge_model_choice=args.judge_model,
+        workers=args.workers,
+    )
+    print(f"AlpacaEval: {client.cache_hits} judgments cached, {client.cache_misses} requested -> {args.out}")
 
 
 def _aggregate(args: argparse.Namespace) -> None:
@@ -276,8 +358,16 @@ def build_parser() -> argparse.ArgumentParser:
     step = command(evaluate, "lm-eval", _evaluate_lm_eval, "lm-eval tasks (built-in or under --include-path)")
     step.add_argument("--model", type=Path, required=True)
     step.add_argument("--tasks", nargs="+", required=True)
-    step.add_argument("--include-path", type=Path, help="folder of custom task YAMLs")
+    step.add_argument("--include-path", type=Path, help="folder of custom task YAMLs (default: onmerge.lm_tasks)")
     step.add_argument("--batch-size", type=int, default=16)
+    step.add_argument(
+        "--sampling",
+        nargs="+",
+        type=_sampling_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="generation settings of the sampled tasks (temperature, top_p, top_k, repetition_penalty)",
+    )
     step.add_argument("--metrics", type=Path, required=True)
 
     judge = commands.add_parser("judge", help="judged reward benchmarks").add_subparsers(required=True)
@@ -286,6 +376,49 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--answers", type=Path, required=True)
     step.add_argument("--reference-answers", type=Path, required=True)
     step.add_argument("--out", type=Path, required=True)
+    judged_sources = {
+        "questions": "MT-Bench questions in FastChat's question.jsonl schema: a file, hf://datasets/... or a URL",
+        "instructions": "AlpacaEval 2.0 instructions with the reference outputs (alpaca_eval_gpt4_baseline.json)",
+    }
+    subset = "only the first N (tests, smoke runs); without it the full set is required"
+    judge_help = "override the judge model (default: $ONMERGE_JUDGE_MODEL, else the paper's)"
+    step = command(judge, "mt-bench", _judge_mt_bench, "MT-Bench 1-10 grading through an OpenAI-compatible judge")
+    step.add_argument("--questions", required=True, help=judged_sources["questions"])
+    step.add_argument("--references", help="FastChat's reference_answer/gpt-4.jsonl (else the questions' reference)")
+    step.add_argument("--answers", type=Path, required=True, help="from `onmerge answers mt-bench`")
+    step.add_argument("--cache", type=Path, required=True, help="folder of cached judgments (shared across runs)")
+    step.add_argument("--out", type=Path, required=True)
+    step.add_argument("--limit", type=int, metavar="N", help=subset)
+    step.add_argument("--judge-model", help=judge_help)
+    step.add_argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)")
+    step = command(
+        judge, "alpacaeval", _judge_alpacaeval, "AlpacaEval 2.0 LC win rate through an OpenAI-compatible judge"
+    )
+    step.add_argument("--instructions", required=True, help=judged_sources["instructions"])
+    step.add_argument("--answers", type=Path, required=True, help="from `onmerge answers alpacaeval`")
+    step.add_argument("--cache", type=Path, required=True, help="folder of cached judgments (shared across runs)")
+    step.add_argument("--out", type=Path, required=True)
+    step.add_argument("--gamed-annotations", help="alpaca_eval's df_gamed.csv (needed by the default GLM)")
+    step.add_argument("--glm", default="length_controlled_v1", help="alpaca_eval's GLM (default length_controlled_v1)")
+    step.add_argument("--limit", type=int, metavar="N", help=subset)
+    step.add_argument("--judge-model", help=judge_help)
+    step.add_argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)")
+
+    answers = commands.add_parser("answers", help="a model's answers for the judged benchmarks").add_subparsers(
+        required=True
+    )
+    for name, run, source in (
+        ("mt-bench", _answers_mt_bench, "questions"),
+        ("alpacaeval", _answers_alpacaeval, "instructions"),
+    ):
+        step = command(answers, name, run, f"generate the model's {name} answers with transformers (CUDA if any)")
+        step.add_argument("--model", type=Path, required=True)
+        step.add_argument(f"--{source}", required=True, help=judged_sources[source])
+        step.add_argument("--generation", required=True, help='JSON sampling settings, e.g. {"do_sample": true, ...}')
+        step.add_argument("--out", type=Path, required=True)
+        step.add_argument("--limit", type=int, metavar="N", help=subset)
+        step.add_argument("--seed", type=int, default=1234, help="generation seed (default 1234)")
+        step.add_argument("--batch-size", type=int, default=16)
 
     step = command(commands, "aggregate", _aggregate, "every evaluated model into one tidy CSV")
     step.add_argument("--root", type=Path, required=True, help="results/<preset>")

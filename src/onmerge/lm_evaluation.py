@@ -1,6 +1,12 @@
 """lm-eval for every model of every preset: one model load, chat template, fixed seeds, every metric with stderr.
 
-The toy suite (`onmerge.toyworld.evaluation`) and the paper presets' benchmarks both run through `run_lm_eval`.
+The toy suite (`onmerge.toyworld.evaluation`) and the paper presets' benchmarks (`onmerge.lm_tasks`) both run
+through `run_lm_eval`.
+
+Sampled tasks: a task whose own config asks for `do_sample: true` (the paper samples Math401 and Math23K) takes the
+how from the caller's `sampling` (a preset's `evaluation.sampling`: the backbone's published temperature, top-p,
+top-k, repetition penalty). lm-eval applies `gen_kwargs` to every task of a `simple_evaluate` call, so those tasks
+run in a second call on the same loaded model, and the two results are merged.
 
 `<|im_end|>` ends generation. lm-eval decodes with special tokens skipped, so its own cut at a stop string only
 works while that string is in the text; `_stop_at_chat_end` makes `generate` itself finish a row at `<|im_end|>`,
@@ -12,19 +18,49 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lm_eval.tasks import TaskManager
 
 CHAT_END = "<|im_end|>"
-EVAL_SEED = 1234  # lm-eval's python/numpy/torch/few-shot seeds; greedy zero-shot runs should not depend on them
-# lm-eval's metrics (as task_metrics names them) under the paper's column names (onmerge.aggregate.PAPER_COLUMNS),
-# for the built-in tasks whose metric is the paper's. Columns not named here show as missing in the tables.
+EVAL_SEED = 1234  # lm-eval's python/numpy/torch/few-shot seeds: set before each call, so sampled draws repeat
+# lm-eval's metrics (as task_metrics names them) under the paper's column names (onmerge.aggregate.PAPER_COLUMNS):
+# one metric of a task of onmerge.lm_tasks.PAPER_TASKS for each of the 14 columns.
 PAPER_METRICS: dict[str, str] = {
-    "gsm8k/exact_match,strict-match": "gsm8k_acc",
-    "mbpp/pass_at_1": "mbpp_pass1",
+    "onmerge_gsm8k/acc": "gsm8k_acc",
+    "onmerge_math401/acc": "math401_acc",
+    "onmerge_math23k/acc": "math23k_acc",
+    "onmerge_ds1000/pass_at_1,sandbox": "ds1000_pass1",
+    "onmerge_mbpp/pass_at_1,sandbox": "mbpp_pass1",
+    "onmerge_codeapex/pass_at_1,sandbox": "codeapex_pass1",
+    "onmerge_humaneval/pass_at_1,sandbox": "humaneval_pass1",
     "ifeval/prompt_level_strict_acc": "ifeval_strict_prompt_acc",
     "ifeval/inst_level_strict_acc": "ifeval_strict_instruction_acc",
+    "onmerge_coqa/keyword_recall": "coqa_acc",
+    "onmerge_drop/keyword_recall": "drop_acc",
     "mmlu/acc": "mmlu_acc",
+    "onmerge_function_calling/acc": "agent_nous_function_call_acc",
+    "onmerge_code_switch/no_mixing": "code_switch_acc",
 }
+# What `sampling` may set, and the range of each (transformers' generate arguments).
+SAMPLING_KEYS: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0.0, math.inf),
+    "top_p": (float, 0.0, 1.0),
+    "top_k": (int, 0, math.inf),
+    "repetition_penalty": (float, 0.0, math.inf),
+}
+# The dict-valued parts of lm-eval's results that hold one entry per task or group.
+_PER_TASK_KEYS = (
+    "results",
+    "group_subtasks",
+    "configs",
+    "versions",
+    "n-shot",
+    "higher_is_better",
+    "n-samples",
+    "samples",
+)
 
 
 def run_lm_eval(
@@ -37,8 +73,12 @@ def run_lm_eval(
     device: str = "cpu",
     log_samples: bool = False,
     limit: int | None = None,
+    sampling: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """lm-eval's results dict for `tasks` (built-in names and those under `include_path`), chat template applied."""
+    """lm-eval's results dict for `tasks` (built-in names and those under `include_path`), chat template applied.
+
+    Task names and `sampling` are checked before the model loads; sampled tasks need `sampling` (module docstring).
+    """
     from lm_eval import simple_evaluate  # imported here: seconds, and most callers of this module do not need it
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -46,27 +86,96 @@ def run_lm_eval(
     task_manager = TaskManager(
         include_path=None if include_path is None else str(include_path), include_defaults=include_defaults
     )
+    greedy, sampled = split_sampled_tasks(task_manager, tasks)
+    if sampled and not sampling:
+        raise ValueError(f"tasks {sampled} sample their answers: give the sampling settings (evaluation.sampling)")
+    passes = [(greedy, None), (sampled, {"do_sample": True, **check_sampling(sampling or {})})]
     lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
     _stop_at_chat_end(lm)
-    return simple_evaluate(
-        model=lm,
-        tasks=tasks,
-        task_manager=task_manager,
-        apply_chat_template=True,
-        limit=limit,
-        log_samples=log_samples,
-        random_seed=EVAL_SEED,
-        numpy_random_seed=EVAL_SEED,
-        torch_random_seed=EVAL_SEED,
-        fewshot_random_seed=EVAL_SEED,
-    )
+    runs = [
+        simple_evaluate(
+            model=lm,
+            tasks=names,
+            task_manager=task_manager,
+            apply_chat_template=True,
+            gen_kwargs=gen_kwargs,
+            limit=limit,
+            log_samples=log_samples,
+            random_seed=EVAL_SEED,
+            numpy_random_seed=EVAL_SEED,
+            torch_random_seed=EVAL_SEED,
+            fewshot_random_seed=EVAL_SEED,
+        )
+        for names, gen_kwargs in passes
+        if names
+    ]
+    return merge_results(runs)
+
+
+def split_sampled_tasks(task_manager: TaskManager, tasks: list[str]) -> tuple[list[str], list[str]]:
+    """(greedy, sampled) task names, in the given order; unknown names are an error that lists them."""
+    if not tasks:
+        raise ValueError("no lm-eval tasks given")
+    unknown = [name for name in tasks if name not in task_manager.task_index]
+    if unknown:
+        raise ValueError(f"unknown lm-eval tasks {unknown} (is the include path right?)")
+    sampled = [name for name in tasks if _samples(task_manager, name)]
+    return [name for name in tasks if name not in sampled], sampled
+
+
+def _samples(task_manager: TaskManager, name: str) -> bool:
+    """Whether a task's own config asks for sampling; for a group or tag, whether all its tasks do (mixed: error)."""
+    from lm_eval.tasks._index import Kind
+
+    entry = task_manager.task_index[name]
+    config = entry.cfg or {}
+    if entry.kind is Kind.GROUP:
+        children = [child if isinstance(child, str) else child.get("task") for child in config.get("task", [])]
+    elif entry.kind is Kind.TAG:
+        children = sorted(entry.tags)
+    else:
+        return bool((config.get("generation_kwargs") or {}).get("do_sample"))
+    flags = {_samples(task_manager, child) for child in children if child in task_manager.task_index}
+    if len(flags) > 1:
+        raise ValueError(f"group {name!r} mixes sampled and greedy tasks: name its tasks separately")
+    return flags == {True}
+
+
+def check_sampling(sampling: Mapping[str, float]) -> dict[str, float]:
+    """The sampling settings, each key known and in range; a ValueError names the first one that is not."""
+    checked = {}
+    for key, value in sampling.items():
+        if key not in SAMPLING_KEYS:
+            raise ValueError(f"unknown sampling setting {key!r} (known: {sorted(SAMPLING_KEYS)})")
+        kind, low, high = SAMPLING_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and value != int(value)):
+            raise ValueError(f"sampling setting {key}={value!r} is not {'an integer' if kind is int else 'a number'}")
+        if not low < value <= high:
+            raise ValueError(f"sampling setting {key}={value} is out of range ({low}, {high}]")
+        checked[key] = kind(value)
+    return checked
+
+
+def merge_results(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One results dict from several `simple_evaluate` calls on disjoint tasks: the per-task parts joined."""
+    if not runs:
+        raise ValueError("no lm-eval results to merge")
+    merged = dict(runs[0])
+    for run in runs[1:]:
+        for key in _PER_TASK_KEYS:
+            if key in run:
+                merged[key] = {**merged.get(key, {}), **run[key]}
+    return merged
 
 
 def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    """Every metric lm-eval reported, as `{"<task>/<metric>": {"value", "stderr", "n"}}` (stderr NaN where N/A)."""
+    """Every metric lm-eval reported, as `{"<task>/<metric>": {"value", "stderr", "n"}}` (stderr NaN where N/A).
+
+    A group's `n` is the sum over its tasks.
+    """
     metrics = {}
     for task, row in results["results"].items():
-        n = results.get("n-samples", {}).get(task, {}).get("effective", math.nan)
+        n = _effective_n(results, task)
         for key, value in row.items():
             metric, _, filter_name = key.partition(",")
             if metric.endswith("_stderr") or not filter_name or not isinstance(value, int | float):
@@ -79,6 +188,29 @@ def task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
                 "n": n,
             }
     return metrics
+
+
+def _effective_n(results: Mapping[str, Any], task: str) -> float:
+    if task in results.get("n-samples", {}):
+        return results["n-samples"][task]["effective"]
+    subtasks = results.get("group_subtasks", {}).get(task)
+    if not subtasks:
+        return math.nan
+    return sum(_effective_n(results, subtask) for subtask in subtasks)
+
+
+def evaluated_doc_ids(results: Mapping[str, Any]) -> dict[str, list[str | int]]:
+    """Per task, the ids of the docs it scored (from lm-eval's logged samples), in lm-eval's doc order.
+
+    A doc's `id` field where it has one (every onmerge.lm_tasks doc), else lm-eval's index of the doc in its split.
+    """
+    if "samples" not in results:
+        raise ValueError("lm-eval results without logged samples: run with log_samples=True to record doc ids")
+    doc_ids = {}
+    for task, samples in results["samples"].items():
+        by_index = {sample["doc_id"]: sample["doc"].get("id", sample["doc_id"]) for sample in samples}
+        doc_ids[task] = [by_index[index] for index in sorted(by_index)]
+    return doc_ids
 
 
 def _stop_at_chat_end(lm: Any) -> None:

@@ -3,6 +3,12 @@
 # (a table or figure of the paper) and runs only its cells.
 
 
+# Seconds of pandas: not worth a cluster job.
+localrules:
+    aggregate,
+    aggregate_study,
+
+
 rule aggregate:
     """All models of the preset."""
     input:

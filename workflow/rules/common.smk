@@ -1,4 +1,5 @@
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -9,7 +10,8 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 # Jobs run `python -m onmerge.cli` with the package from this checkout's src/. Without --sdm conda, `python` is the
 # interpreter running Snakemake (so `.venv/bin/snakemake` works without an activated venv); with it, the rule's
-# environment. A shell prefix, not a param of each rule, so moving the checkout must not rerun finished jobs.
+# environment. A shell prefix, not a param of each rule, so moving the checkout must not rerun finished jobs; the
+# FSDP launch config's path travels the same way (Snakemake's own copy of it lies in a folder that changes each run).
 _uses_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 _interpreter_dir = "" if _uses_conda else Path(sys.executable).parent
 shell.prefix(
@@ -17,6 +19,7 @@ shell.prefix(
     + (f'export PATH="{_interpreter_dir}:$PATH"; ' if _interpreter_dir else "")
     + f'export PYTHONPATH="{Path(workflow.basedir) / "src"}'
     + '${{PYTHONPATH:+:$PYTHONPATH}}"; '  # Snakemake formats the prefix: doubled braces reach the shell single
+    + f'export ONMERGE_FSDP_CONFIG="{Path(workflow.basedir) / "workflow" / "accelerate" / "fsdp.yaml"}"; '
 )
 
 # The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
@@ -36,13 +39,43 @@ MODELS = grid.all_models(PRESET)
 CELL = "{backbone}/{loss}/{method}/{params}/seed~{seed}"  # a training cell's path, as wildcards
 TRAINING = PRESET["training"]
 GPUS = TRAINING.get("gpus", 0)
-FSDP_CONFIG = workflow.source_path("../accelerate/fsdp.yaml")
+
+
+EVALUATION = PRESET.get("evaluation", {})  # paper presets: lm-eval tasks and the backbone's sampling
+SAMPLING = EVALUATION.get("sampling", {})
+JUDGES = PRESET.get("judges", {})  # paper presets: MT-Bench and AlpacaEval 2.0 through an OpenAI-compatible judge
+JUDGED_COMMANDS = {"mt_bench": "mt-bench", "alpacaeval": "alpacaeval"}  # `onmerge answers|judge <command>`
+JUDGE_CACHE = "results/judge-cache"  # judgments depend only on the request: shared by every model and preset
 
 
 def evaluation_files(models):
-    """What a finished evaluation of each model leaves: its benchmark metrics and (toy world) its judged win rate."""
-    names = ("metrics.json", "alpacaeval.json") if TOY else ("metrics.json",)
+    """What a finished evaluation of each model leaves: its benchmark metrics and its judged benchmarks' scores."""
+    names = ["metrics.json", *(["alpacaeval.json"] if TOY else [f"{judged}.json" for judged in JUDGES])]
     return [f"{RESULTS}/{model.path}/eval/{name}" for model in models for name in names]
+
+
+def sampling_arguments():
+    """`evaluate lm-eval --sampling key=value ...` for the sampled tasks, or nothing for a greedy backbone."""
+    return " ".join(["--sampling", *(f"{key}={value}" for key, value in SAMPLING.items())]) if SAMPLING else ""
+
+
+def judged_prompts(judged):
+    """Where `onmerge answers` reads a judged benchmark's prompts."""
+    if judged == "mt_bench":
+        return f"--questions {shlex.quote(JUDGES[judged]['questions'])}"
+    return f"--instructions {shlex.quote(JUDGES[judged]['instructions'])}"
+
+
+def judged_sources(judged):
+    """What `onmerge judge` reads besides the answers: the prompts, and MT-Bench's references or AlpacaEval's
+    length-control data."""
+    source = {key: shlex.quote(str(value)) for key, value in JUDGES[judged].items()}
+    if judged == "mt_bench":
+        return f"--questions {source['questions']} --references {source['references']}"
+    return (
+        f"--instructions {source['instructions']} --gamed-annotations {source['gamed_annotations']}"
+        f" --glm {source['glm']}"
+    )
 
 
 def train_cell(wildcards):
@@ -53,7 +86,7 @@ def train_cell(wildcards):
 def launcher(gpus):
     """How a training job starts: one process, or one per GPU under accelerate with FSDP (use_orig_params)."""
     if gpus > 1:
-        return f"accelerate launch --config_file {FSDP_CONFIG} --num_processes {gpus} -m"
+        return f'accelerate launch --config_file "$ONMERGE_FSDP_CONFIG" --num_processes {gpus} -m'
     return "python -m"
 
 

@@ -58,7 +58,6 @@ if TOY:
             " --reference-answers {input.reference} --out {output} > {log} 2>&1"
 
 else:
-    EVALUATION = PRESET["evaluation"]
 
     rule evaluate:
         """The preset's lm-eval tasks for one model (chat template, zero-shot), every metric with its stderr."""
@@ -73,14 +72,65 @@ else:
         params:
             tasks=" ".join(EVALUATION["tasks"]),
             include=f"--include-path {EVALUATION['include_path']}" if "include_path" in EVALUATION else "",
+            sampling=sampling_arguments(),
             batch_size=EVALUATION.get("batch_size", 16),
         threads: 8
         resources:
             gpu=1,
-            runtime=240,
+            runtime=lambda wildcards, attempt: 240 * attempt,  # a retry after a timeout gets longer
             mem_mb=64000,
         conda:
             "../../envs/onmerge.yaml"
         shell:
             "python -m onmerge.cli evaluate lm-eval --model {input.model} --tasks {params.tasks} {params.include}"
-            " --batch-size {params.batch_size} --metrics {output.metrics} > {log} 2>&1"
+            " {params.sampling} --batch-size {params.batch_size} --metrics {output.metrics} > {log} 2>&1"
+
+    rule answers:
+        """The model's answers to a judged benchmark's prompts (MT-Bench: two turns), sampled as the backbone is."""
+        input:
+            model=f"{RESULTS}/{{model}}/model",
+        output:
+            f"{RESULTS}/{{model}}/eval/{{judged}}_answers.json",
+        log:
+            f"{LOGS}/{{model}}/{{judged}}_answers.log",
+        benchmark:
+            f"{BENCHMARKS}/{{model}}/{{judged}}_answers.tsv"
+        params:
+            command=lambda wildcards: JUDGED_COMMANDS[wildcards.judged],
+            prompts=lambda wildcards: judged_prompts(wildcards.judged),
+            generation=json.dumps({"do_sample": True, **SAMPLING} if SAMPLING else {"do_sample": False}),
+            batch_size=EVALUATION.get("batch_size", 16),
+        threads: 8
+        resources:
+            gpu=1,
+            runtime=lambda wildcards, attempt: 240 * attempt,
+            mem_mb=64000,
+        conda:
+            "../../envs/onmerge.yaml"
+        shell:
+            "python -m onmerge.cli answers {params.command} --model {input.model} {params.prompts}"
+            " --generation {params.generation:q} --batch-size {params.batch_size} --out {output} > {log} 2>&1"
+
+    localrules:
+        judge,  # the judge is an API on the network; jobs on a cluster's login node
+
+    rule judge:
+        """A judged benchmark's score from the OpenAI-compatible judge ($ONMERGE_JUDGE_BASE_URL); judgments are
+        cached, shared by every model and preset, so a rerun never pays twice."""
+        input:
+            f"{RESULTS}/{{model}}/eval/{{judged}}_answers.json",
+        output:
+            f"{RESULTS}/{{model}}/eval/{{judged}}.json",
+        log:
+            f"{LOGS}/{{model}}/{{judged}}_judge.log",
+        benchmark:
+            f"{BENCHMARKS}/{{model}}/{{judged}}_judge.tsv"
+        params:
+            command=lambda wildcards: JUDGED_COMMANDS[wildcards.judged],
+            sources=lambda wildcards: judged_sources(wildcards.judged),
+            cache=f"{JUDGE_CACHE}/{{judged}}",
+        conda:
+            "../../envs/onmerge.yaml"
+        shell:
+            "python -m onmerge.cli judge {params.command} {params.sources} --answers {input}"
+            " --cache {params.cache} --out {output} > {log} 2>&1"

@@ -61,6 +61,9 @@ if TOY:
             " --threads {threads} --out {output} > {log} 2>&1"
 
 else:
+    # On a cluster these run where Snakemake runs (the login node): they need the network, compute nodes often lack it.
+    localrules:
+        fetch_model,
 
     rule fetch_model:
         """A paper backbone's base or SFT model from a local folder (linked, not copied) or the Hugging Face hub."""

@@ -26,6 +26,9 @@ if TOY:
             " --out-dir {params.out_dir} > {log} 2>&1"
 
 else:
+    # On a cluster these run where Snakemake runs (the login node): they need the network, compute nodes often lack it.
+    localrules:
+        ultrafeedback,
 
     rule ultrafeedback:
         """UltraFeedback binarized (hub id or local folder), as the paper trains on it."""

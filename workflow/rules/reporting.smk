@@ -7,7 +7,15 @@ FIGURES = figures.figure_names(PRESET)
 PAPER = Path(workflow.basedir) / "results" / "paper"
 
 
+# Seconds of pandas and matplotlib: not worth a cluster job.
+localrules:
+    provenance,
+
+
 if TABLES:
+
+    localrules:
+        tables,
 
     rule tables:
         """The paper's tables (Markdown, CSV, LaTeX, HTML) beside the published numbers."""
@@ -37,6 +45,9 @@ if TABLES:
 
 
 if FIGURES:
+
+    localrules:
+        figures,
 
     rule figures:
         """The paper's figures (PNG), with error bars."""

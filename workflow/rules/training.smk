@@ -19,7 +19,7 @@ rule train:
     threads: 1 if TOY else 8
     resources:
         gpu=GPUS,
-        runtime=TRAINING.get("runtime_minutes", 60),
+        runtime=lambda wildcards, attempt: TRAINING.get("runtime_minutes", 60) * attempt,  # a retry gets longer
         mem_mb=TRAINING.get("mem_mb", 4000),
     conda:
         "../../envs/onmerge.yaml"
