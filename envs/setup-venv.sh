@@ -9,4 +9,4 @@ python="${PYTHON:-python3}"
     || { echo "error: $python is not Python 3.11 (set PYTHON=...)" >&2; exit 1; }
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/pip install --quiet torch==2.13.0
-.venv/bin/pip install --quiet -e ".[test]"
+.venv/bin/pip install --quiet -e ".[test,slurm]"  # slurm: tests/test_slurm_profile.py drives the executor plugin

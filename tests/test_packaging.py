@@ -29,7 +29,7 @@ def test_setup_installs_the_pinned_torch_first():
     setup = (ROOT / "envs" / "setup-venv.sh").read_text()
     torch_pin = next(pin for pin in pyproject_pins() if pin.startswith("torch=="))
     torch_line = setup.index(f"pip install --quiet {torch_pin}")
-    assert torch_line < setup.index('pip install --quiet -e ".[test]"')
+    assert torch_line < setup.index('pip install --quiet -e ".[test,slurm]"')
 
 
 def test_ci_runs_exactly_the_readme_test_command():
