@@ -7,10 +7,12 @@ The trained model is written atomically: a killed run leaves no folder that look
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
 import os
 import shutil
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,9 @@ from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 from onmerge.atomic import atomic_dir
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 from onmerge.optim.sharding import fsdp_windows
+
+# A checkpoint every tenth of a run (transformers reads a save_steps below 1 as a fraction of the total steps).
+CHECKPOINT_FRACTION = 0.1
 
 OptimizerName = Literal["adamw", "lora", "ondare", "onties", "childtuning", "ema"]
 Loss = Literal["dpo", "ipo", "kto"]
@@ -112,7 +117,7 @@ def train_preference(
     # LoRA: trl scores the reference with the adapters switched off
     reference = None if optimizer.name == "lora" else AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
     per_device, accumulation = batch_split(training)
-    checkpoints = out.with_name(f".{out.name}.trainer-{uuid.uuid4().hex}")  # trainer scratch, removed at the end
+    checkpoints = checkpoint_dir(out, sft=sft, base=base, rows=rows, training=training, optimizer=optimizer)
     common = {
         "output_dir": str(checkpoints),
         "beta": training.beta,
@@ -128,7 +133,10 @@ def train_preference(
         "bf16": training.bf16,
         "use_cpu": not torch.cuda.is_available(),
         "report_to": [],
-        "save_strategy": "no",
+        "save_strategy": "steps",  # a killed run resumes from its last checkpoint (see checkpoint_dir)
+        "save_steps": CHECKPOINT_FRACTION,
+        "save_total_limit": 1,
+        "save_only_model": False,  # the optimizer's and scheduler's state and the RNGs: an exact resume
         "logging_steps": 10,
         "activation_checkpointing": False,
         "disable_tqdm": True,
@@ -150,14 +158,49 @@ def train_preference(
             processing_class=tokenizer,
         )
     trainer.make_optimizer = functools.partial(build_optimizer, optimizer, training=training, base=base, sft=sft)
-    try:
-        trainer.train()
-        if isinstance(trainer.cell_optimizer, EMAAdamW):
-            trainer.cell_optimizer.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
-        _save(trainer, policy, load_policy, tokenizer, out)
-    finally:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+    resume = last_complete_checkpoint(checkpoints)
+    if resume is not None:
+        print(f"resuming from {resume}", flush=True)
+    trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
+    if isinstance(trainer.cell_optimizer, EMAAdamW):
+        trainer.cell_optimizer.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
+    _save(trainer, policy, load_policy, tokenizer, out)
+    if trainer.accelerator.is_main_process:
+        shutil.rmtree(checkpoints, ignore_errors=True)  # kept after a failure: the rerun resumes from them
     return out
+
+
+# What transformers writes into a checkpoint for an exact resume; a folder lacking any was cut short by a kill.
+CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The latest `checkpoint-<step>` in `folder` with every file a resume reads; None if there is none."""
+    candidates = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.rpartition("-")[2]), reverse=True)
+    for candidate in candidates:
+        if all((candidate / name).is_file() for name in CHECKPOINT_FILES) and any(candidate.glob("rng_state*.pth")):
+            return candidate
+    return None
+
+
+def checkpoint_dir(
+    out: Path, *, sft: Path, base: Path | None, rows: list[dict], training: PreferenceTraining, optimizer: OptimizerSpec
+) -> Path:
+    """The trainer's checkpoint folder for this cell, beside its output and named by everything the run depends on.
+
+    A cell killed mid-run leaves its checkpoints here and no output; rerun with the same inputs and settings, it
+    resumes from the last one (weights, the optimizer's exact state, scheduler, RNGs, data position). Changed
+    inputs or settings give another name, so a stale checkpoint is never resumed.
+    """
+    identity = {
+        "sft": str(Path(sft).resolve()),
+        "base": None if base is None else str(Path(base).resolve()),
+        "rows": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
+        "training": dataclasses.asdict(training),
+        "optimizer": dataclasses.asdict(optimizer),
+    }
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return out.with_name(f".{out.name}.checkpoints-{digest}")
 
 
 class _CellOptimizer:
