@@ -6,7 +6,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from onmerge.training import OptimizerSpec, PreferenceTraining, batch_split, train_preference
+from onmerge.training import (
+    OptimizerSpec,
+    PreferenceTraining,
+    batch_split,
+    last_complete_checkpoint,
+    train_preference,
+)
 
 from tiny import save_base_and_sft, tiny_preference_dataset, tiny_unpaired_dataset
 
@@ -131,3 +137,19 @@ def test_failed_training_leaves_no_output(checkpoints, tmp_path, monkeypatch):
     assert not (tmp_path / "cell").exists()
     # Only the trainer's hidden checkpoint folder may stay, for a rerun to resume from.
     assert all(path.name.startswith(".cell.checkpoints-") for path in tmp_path.iterdir())
+
+
+def test_resume_takes_the_latest_checkpoint_that_was_written_whole(tmp_path):
+    def checkpoint(step: int, files: list[str]) -> None:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in files:
+            (folder / name).write_text("")
+
+    whole = ["trainer_state.json", "scheduler.pt", "optimizer.pt", "rng_state.pth"]
+    assert last_complete_checkpoint(tmp_path) is None
+    checkpoint(2, whole)
+    checkpoint(10, ["trainer_state.json", "scheduler.pt", "optimizer.bin", "rng_state_0.pth", "rng_state_1.pth"])
+    checkpoint(12, whole[:-1])  # killed before its RNG state was written
+    checkpoint(14, ["model.safetensors"])
+    assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"

@@ -170,15 +170,22 @@ def train_preference(
     return out
 
 
-# What transformers writes into a checkpoint for an exact resume; a folder lacking any was cut short by a kill.
-CHECKPOINT_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt")
+# What transformers writes into a checkpoint for an exact resume; a folder lacking any was cut short by a kill. The
+# optimizer's state is `optimizer.pt` in one process; under FSDP accelerate writes `optimizer.bin` or, sharded,
+# `optimizer_0/`. Each process writes its `rng_state*.pth`.
+CHECKPOINT_FILES = ("trainer_state.json", "scheduler.pt")
+OPTIMIZER_STATES = ("optimizer.pt", "optimizer.bin", "optimizer_0")
 
 
 def last_complete_checkpoint(folder: Path) -> Path | None:
     """The latest `checkpoint-<step>` in `folder` with every file a resume reads; None if there is none."""
     candidates = sorted(folder.glob("checkpoint-*"), key=lambda path: int(path.name.rpartition("-")[2]), reverse=True)
     for candidate in candidates:
-        if all((candidate / name).is_file() for name in CHECKPOINT_FILES) and any(candidate.glob("rng_state*.pth")):
+        if (
+            all((candidate / name).is_file() for name in CHECKPOINT_FILES)
+            and any((candidate / name).exists() for name in OPTIMIZER_STATES)
+            and any(candidate.glob("rng_state*.pth"))
+        ):
             return candidate
     return None
 
