@@ -18,6 +18,21 @@ from onmerge.atomic import write_json
 ULTRAFEEDBACK_FIELDS = ("prompt", "chosen", "rejected")
 
 
+# What each cell's trainer reads from a row: trl's conversational pairs (DPO, IPO), or KTO's unpaired completions.
+TRAINING_FIELDS = {"paired": ("prompt", "chosen", "rejected"), "unpaired": ("prompt", "completion", "label")}
+
+
+def check_rows(rows: list[dict[str, Any]], view: str, where: str) -> None:
+    """ValueError naming the first row that lacks a field the trainer reads (`view`: "paired" or "unpaired")."""
+    if not rows:
+        raise ValueError(f"{where}: no preference rows")
+    fields = TRAINING_FIELDS[view]
+    for i, row in enumerate(rows):
+        missing = [name for name in fields if name not in row]
+        if missing:
+            raise ValueError(f"{where}: row {i} lacks {missing} (a {view} preference row has {list(fields)})")
+
+
 def unpaired(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """KTO's unpaired view: each pair becomes a desirable and an undesirable completion of its prompt."""
     return [

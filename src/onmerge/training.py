@@ -28,6 +28,7 @@ from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 from onmerge.atomic import atomic_dir
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 from onmerge.optim.sharding import fsdp_windows
+from onmerge.preferences import check_rows
 
 # A checkpoint every tenth of a run (transformers reads a save_steps below 1 as a fraction of the total steps).
 CHECKPOINT_FRACTION = 0.1
@@ -109,6 +110,7 @@ def train_preference(
     optimizer: OptimizerSpec,
 ) -> Path:
     """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO)."""
+    check_rows(rows, "unpaired" if training.loss == "kto" else "paired", f"{training.loss} preference data")
     torch.manual_seed(training.seed)
     dtype = torch.bfloat16 if training.bf16 else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(sft)
