@@ -8,12 +8,14 @@ end with the very weights of a run that was never interrupted.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -104,3 +106,22 @@ def test_a_killed_cell_resumes_to_the_uninterrupted_weights(inputs, tmp_path):
     assert set(expected) == set(resumed)
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
     assert not list(cell.parent.glob(".model.checkpoints-*"))
+
+
+def test_a_trained_cell_records_what_made_it(inputs, tmp_path):
+    folders, preferences = inputs
+    cell = tmp_path / "model"
+    subprocess.run(_command(folders, preferences, cell), env=_environment(), check=True, capture_output=True)
+    record = json.loads((cell / "provenance.json").read_text())
+    assert record["step"] == "train" and record["settings"] == SETTINGS
+    assert record["inputs"]["preferences"]["sha256"] == {
+        "train.json": hashlib.sha256(preferences.read_bytes()).hexdigest()
+    }
+    sft_weights = (folders[1] / "model.safetensors").read_bytes()
+    assert record["inputs"]["sft"]["sha256"]["model.safetensors"] == hashlib.sha256(sft_weights).hexdigest()
+    assert set(record["inputs"]) == {"sft", "base", "preferences"}
+    assert record["git_commit"].startswith(
+        subprocess.check_output(["git", "-C", ROOT, "rev-parse", "HEAD"], text=True).strip()
+    )
+    assert record["packages"]["torch"] == metadata.version("torch")
+    assert record["seconds"] > 0

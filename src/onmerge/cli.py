@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -65,10 +67,12 @@ def _ultrafeedback(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from onmerge.provenance import write_step_record
     from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
 
     settings = json.loads(args.settings)
     _threads(args.threads)
+    started = time.perf_counter()
     train_preference(
         sft=args.sft,
         base=args.base,
@@ -77,12 +81,17 @@ def _train(args: argparse.Namespace) -> None:
         training=PreferenceTraining(**settings["training"]),
         optimizer=OptimizerSpec(**settings["optimizer"]),
     )
+    if os.environ.get("RANK", "0") == "0":  # under accelerate, the main process alone
+        inputs = {"sft": args.sft, "base": args.base, "preferences": args.preferences}
+        write_step_record(args.out, "train", settings, inputs, time.perf_counter() - started)
 
 
 def _merge(args: argparse.Namespace) -> None:
     from onmerge.merging import merge_with_reference
+    from onmerge.provenance import write_step_record
 
     _threads(args.threads)
+    started = time.perf_counter()
     merge_with_reference(
         args.method,
         rlhf=args.rlhf,
@@ -92,6 +101,9 @@ def _merge(args: argparse.Namespace) -> None:
         density=args.density,
         out=args.out,
     )
+    settings = {"method": args.method, "weight": args.weight, "density": args.density}
+    inputs = {"rlhf": args.rlhf, "sft": args.sft, "base": args.base}
+    write_step_record(args.out, "merge", settings, inputs, time.perf_counter() - started)
 
 
 def _evaluate_toy(args: argparse.Namespace) -> None:

@@ -6,18 +6,21 @@ Collected once the results are complete, so the report can show where each numbe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
 import subprocess
 import sys
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from onmerge.atomic import write_json
 from onmerge.grid import Checkpoint, MergeCell, Model, TrainCell, format_params, training_settings
 
 PACKAGES = (
@@ -34,6 +37,9 @@ PACKAGES = (
     "onmerge",
 )
 
+
+CHECKOUT = Path(__file__).resolve().parents[2]  # this package's checkout, for the git commit
+RECORD = "provenance.json"  # a step's record, inside the folder it made
 
 STEPS = ("build", "train", "merge", "evaluate", "judge")
 
@@ -54,7 +60,8 @@ def _git(checkout: Path, *args: str) -> str:
     ).stdout.strip()
 
 
-def environment(preset: Mapping[str, Any], checkout: Path) -> dict[str, Any]:
+def software(checkout: Path) -> dict[str, Any]:
+    """The code that ran: git commit of the checkout, Python, platform and the pipeline's package versions."""
     versions = {}
     for package in PACKAGES:
         try:
@@ -66,8 +73,46 @@ def environment(preset: Mapping[str, Any], checkout: Path) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "packages": versions,
-        "preset": dict(preset),
     }
+
+
+def environment(preset: Mapping[str, Any], checkout: Path) -> dict[str, Any]:
+    return software(checkout) | {"preset": dict(preset)}
+
+
+def file_hashes(path: Path) -> dict[str, str]:
+    """SHA-256 of a file, or of every file in a folder (by relative name; this module's own record left out)."""
+    path = Path(path)
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name != RECORD)
+    hashes = {}
+    for file in files:
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(block)
+        hashes[file.name if file == path else str(file.relative_to(path))] = digest.hexdigest()
+    return hashes
+
+
+def write_step_record(
+    out: Path, step: str, settings: Mapping[str, Any], inputs: Mapping[str, Path | None], seconds: float
+) -> None:
+    """`<out>/provenance.json` beside a trained or merged model: what made it, from what, with which code, how long.
+
+    The resolved settings include the seed; inputs are named by role with the SHA-256 of each of their files.
+    """
+    record = {
+        "step": step,
+        "settings": dict(settings),
+        "inputs": {
+            role: {"path": str(Path(path).resolve()), "sha256": file_hashes(path)}
+            for role, path in inputs.items()
+            if path is not None
+        },
+        "seconds": round(seconds, 3),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+    } | software(CHECKOUT)
+    write_json(Path(out) / RECORD, record)
 
 
 def _step_files(model: Model) -> dict[str, str]:
