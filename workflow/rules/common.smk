@@ -71,11 +71,8 @@ def judged_sources(judged):
     length-control data."""
     source = {key: shlex.quote(str(value)) for key, value in JUDGES[judged].items()}
     if judged == "mt_bench":
-        return f"--questions {source['questions']} --references {source['references']}"
-    return (
-        f"--instructions {source['instructions']} --gamed-annotations {source['gamed_annotations']}"
-        f" --glm {source['glm']}"
-    )
+        return f"{judged_prompts(judged)} --references {source['references']}"
+    return f"{judged_prompts(judged)} --gamed-annotations {source['gamed_annotations']} --glm {source['glm']}"
 
 
 def train_cell(wildcards):

@@ -24,9 +24,7 @@ prediction, as alpaca_eval reports it. Checked against alpaca_eval 0.6.6's own f
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import math
 import os
 import random
@@ -38,7 +36,7 @@ from typing import Any
 
 from onmerge.atomic import write_json
 from onmerge.judges.endpoint import ChatClient, JudgeEndpoint, judge_model
-from onmerge.judges.sources import SourceText, full_set_or_subset, read_records, read_source
+from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records, read_source
 
 JUDGE_MODEL = "gpt-4-1106-preview"  # the paper's AlpacaEval 2.0 judge (alpaca_eval's weighted_alpaca_eval_gpt4_turbo)
 INSTRUCTION_COUNT = 805
@@ -413,8 +411,7 @@ def judge_file(
     the client (its cache hits and misses).
     """
     instructions, text = read_instructions(instructions_source, limit)
-    answers_text = Path(answers_path).read_text(encoding="utf-8")
-    answers_file = json.loads(answers_text)
+    answers_file, answers_record = read_answers(answers_path)
     outputs = outputs_by_instruction(answers_file.get("outputs", []), instructions, str(answers_path))
     gamed = read_gamed(gamed_source) if gamed_source is not None else None
     model = judge_model(judge_model_choice, JUDGE_MODEL, environ)
@@ -426,9 +423,7 @@ def judge_file(
         "instructions": instructions_source,
         "instructions_sha256": text.sha256,
         "gamed_annotations": gamed_source,
-        "answers": str(answers_path),
-        "answers_sha256": hashlib.sha256(answers_text.encode()).hexdigest(),
-        "answers_model": answers_file.get("model"),
+        **answers_record,
         "limit": limit,
     }
     write_json(out, {"metrics": metrics, "provenance": provenance | judging, "judgments": records})

@@ -27,7 +27,7 @@ from typing import Any
 
 from onmerge.atomic import write_json
 from onmerge.judges.endpoint import ChatClient, JudgeEndpoint, judge_model, message_text
-from onmerge.judges.sources import SourceText, full_set_or_subset, read_records
+from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records
 
 JUDGE_MODEL = "gpt-4"  # the paper's MT-Bench judge (FastChat's default)
 QUESTION_COUNT = 80
@@ -383,17 +383,11 @@ def judge_file(
     cache hits and misses).
     """
     questions, provenance = load_questions(questions_source, limit=limit, references=references)
-    answers_text = Path(answers_path).read_text(encoding="utf-8")
-    answers_file = json.loads(answers_text)
+    answers_file, answers_record = read_answers(answers_path)
     answers = answers_by_question(answers_file.get("answers", []), questions, str(answers_path))
     model = judge_model(judge_model_choice, JUDGE_MODEL, environ)
     client = ChatClient(JudgeEndpoint.from_environment(environ), cache_dir, **client_options)
     metrics, judging, records = score_mt_bench(client, questions, answers, model, workers)
-    provenance |= {
-        "answers": str(answers_path),
-        "answers_sha256": hashlib.sha256(answers_text.encode()).hexdigest(),
-        "answers_model": answers_file.get("model"),
-        "limit": limit,
-    }
+    provenance |= answers_record | {"limit": limit}
     write_json(out, {"metrics": metrics, "provenance": provenance | judging, "judgments": records})
     return client

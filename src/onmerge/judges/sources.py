@@ -102,3 +102,11 @@ def full_set_or_subset(items: list, limit: int | None, expected: int, noun: str,
     if not 1 <= limit <= len(items):
         raise ValueError(f"limit {limit} is outside 1..{len(items)}, the {noun} {where} holds")
     return items[:limit]
+
+
+def read_answers(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An answers file `onmerge answers` wrote, and what a judgment's provenance says of it (path, SHA-256, model)."""
+    text = Path(path).read_text(encoding="utf-8")
+    answers = json.loads(text)
+    record = {"answers": str(path), "answers_sha256": hashlib.sha256(text.encode()).hexdigest()}
+    return answers, record | {"answers_model": answers.get("model")}
