@@ -5,7 +5,6 @@ import json
 import pytest
 
 from onmerge.aggregate import PAPER_COLUMNS
-from onmerge.sandbox import run_python
 from onmerge.toyworld import world
 from onmerge.toyworld.world import (
     PAPER_METRICS,
@@ -110,14 +109,3 @@ def test_everything_is_deterministic_from_seeds():
 def test_unknown_task_is_named():
     with pytest.raises(ValueError, match="unknown toy task 'toy_nope'"):
         benchmark_docs("toy_nope", 3)
-
-
-def test_sandbox_limits():
-    assert run_python("assert 1 + 1 == 2").passed
-    assert not run_python("assert 1 + 1 == 3").passed
-    slow = run_python("while True:\n    pass", timeout=1.0)
-    assert slow.timed_out and not slow.passed
-    network = run_python("import socket\nsocket.create_connection(('127.0.0.1', 9))")
-    assert not network.passed and "network access is disabled" in network.output
-    escaped = run_python("import os\nassert os.getcwd().startswith('/work')")
-    assert not escaped.passed  # runs in a scratch directory, not the checkout

@@ -276,7 +276,7 @@ def codeapex_program(
     """A Python program that compiles the C++ solution and checks each example: output equal up to trailing space.
 
     The compiler and the solution run as children of the sandboxed interpreter, under its time, CPU, memory and
-    scratch-folder limits; its socket block is Python's own, so it does not reach the compiled program.
+    scratch-folder limits and its network block: on Linux a seccomp filter, which the kernel applies to them too.
     """
     source = codeapex_source(code_context, response)
     return f"""\
