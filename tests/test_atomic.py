@@ -1,9 +1,12 @@
 """Atomic outputs: whole or absent, and a failure never destroys the previous result."""
 
+import ast
 import json
+from pathlib import Path
 
 import pytest
 
+import onmerge
 from onmerge.atomic import atomic_dir, write_json, write_text
 
 
@@ -37,3 +40,90 @@ def test_files_are_replaced_atomically(tmp_path):
     write_json(path, {"b": [1, 2]})
     assert json.loads(path.read_text()) == {"b": [1, 2]}
     assert [p.name for p in path.parent.iterdir()] == ["metrics.json"]
+
+
+# Every call in the package that writes a file, and where its destination is: the receiver (`path.write_text()`),
+# a positional argument (`model.save_pretrained(path)`, `shutil.copyfile(src, path)`) or a keyword.
+WRITERS: dict[str, tuple[str, int | str]] = {
+    "write_text": ("receiver", 0),
+    "write_bytes": ("receiver", 0),
+    "symlink_to": ("receiver", 0),
+    "save_pretrained": ("argument", 0),
+    "savefig": ("argument", 0),
+    "to_csv": ("argument", 0),
+    "to_parquet": ("argument", 0),
+    "save": ("argument", 1),  # torch.save(obj, path)
+    "save_file": ("argument", 1),  # safetensors
+    "copyfile": ("argument", 1),
+    "copytree": ("argument", 1),
+    "run_merge": ("argument", 1),
+    "snapshot_download": ("keyword", "local_dir"),
+}
+STAGING = {"atomic_dir", "atomic_file", "TemporaryDirectory"}  # context managers whose `as` name is safe to fill
+# Functions that write into a folder staged elsewhere, each with where it is staged.
+STAGED_BY_CALLER = {
+    "onmerge/toyworld/models.py::_write_losses": "build_base and build_sft pass their atomic_dir staging folder",
+    "onmerge/sandbox.py::run_python": "writes the program into its TemporaryDirectory scratch folder",
+}
+
+
+def _name(node: ast.AST) -> str:
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def _destination(call: ast.Call) -> ast.AST | None:
+    kind, where = WRITERS[_name(call.func)]
+    if kind == "receiver":
+        return call.func.value if isinstance(call.func, ast.Attribute) else None
+    if kind == "argument":
+        return call.args[where] if len(call.args) > where else None  # `to_csv()` returns text: not a write
+    return next((keyword.value for keyword in call.keywords if keyword.arg == where), None)
+
+
+def _unstaged_writes(module: Path, root: Path) -> list[str]:
+    """`path::function:line` of each write whose destination names no staging folder of an enclosing `with`."""
+    found = []
+
+    def visit(node: ast.AST, function: str, staged: frozenset[str]) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            function, staged = node.name, frozenset()
+        if isinstance(node, ast.With):
+            staged |= {
+                item.optional_vars.id
+                for item in node.items
+                if isinstance(item.context_expr, ast.Call)
+                and _name(item.context_expr.func) in STAGING
+                and isinstance(item.optional_vars, ast.Name)
+            }
+        if isinstance(node, ast.Call) and _name(node.func) in WRITERS:
+            destination = _destination(node)
+            names = (
+                {child.id for child in ast.walk(destination) if isinstance(child, ast.Name)} if destination else set()
+            )
+            where = f"{module.relative_to(root)}::{function}"
+            if destination is not None and not names & staged and where not in STAGED_BY_CALLER:
+                found.append(f"{where}:{node.lineno}")
+        if isinstance(node, ast.Call) and _name(node.func) == "open":
+            mode = (
+                node.args[1] if len(node.args) > 1 else next((k.value for k in node.keywords if k.arg == "mode"), None)
+            )
+            if isinstance(mode, ast.Constant) and set(str(mode.value)) & set("wax"):
+                found.append(f"{module.relative_to(root)}::{function}:{node.lineno} (open for writing)")
+        for child in ast.iter_child_nodes(node):
+            visit(child, function, staged)
+
+    visit(ast.parse(module.read_text()), "<module>", frozenset())
+    return found
+
+
+def test_every_results_writer_goes_through_a_staging_folder_or_file():
+    """A file the package writes is either built inside atomic_dir/atomic_file (or a scratch TemporaryDirectory) and
+    moved into place whole, or written by a function whose caller staged the folder: so a killed step never leaves a
+    partial result that a later rule or a table could read."""
+    root = Path(onmerge.__file__).parents[1]
+    unstaged = [
+        write for module in sorted(root.joinpath("onmerge").rglob("*.py")) for write in _unstaged_writes(module, root)
+    ]
+    assert unstaged == []

@@ -92,7 +92,8 @@ def train_tokenizer(texts: list[str], out_dir: Path, arch: Arch) -> PreTrainedTo
         tokenizer_object=tokenizer, eos_token=IM_END, pad_token=PAD, model_max_length=MAX_POSITIONS
     )
     wrapped.chat_template = CHAT_TEMPLATE
-    wrapped.save_pretrained(out_dir)
+    with atomic_dir(Path(out_dir)) as staging:
+        wrapped.save_pretrained(staging)
     return wrapped
 
 
