@@ -2,6 +2,7 @@
 2.0 pairwise judging and its length-controlled win rate, the judgment cache, retries and the endpoint's errors; and
 answer generation with a tiny model."""
 
+import hashlib
 import json
 import math
 import socket
@@ -216,6 +217,9 @@ def test_mt_bench_scores_both_turns_and_a_rerun_is_served_from_the_cache(judge_s
     assert metrics["mt_bench"]["stderr"] == pytest.approx(0.0)
     assert result["provenance"]["judge_model"] == "gpt-4"
     assert result["provenance"]["judge_base_url_host"] == judge_server.base_url.split("/")[2]
+    record = json.loads((tmp_path / "mt_bench.provenance.json").read_text())
+    assert record["step"] == "judge" and record["settings"]["limit"] == 3
+    assert record["inputs"]["answers"]["sha256"] == {"answers.json": hashlib.sha256(answers.read_bytes()).hexdigest()}
     prompts = {(j["question_id"], j["turn"]): j["prompt"] for j in result["judgments"]}
     assert prompts == {
         (81, 1): "single-v1",
@@ -530,6 +534,8 @@ def test_alpacaeval_outputs_from_the_command_line_are_what_the_judge_reads(tmp_p
     written = json.loads(out.read_text())
     assert [row["instruction"] for row in written["outputs"]] == INSTRUCTIONS[:2]
     assert written["generation"]["do_sample"] is False and written["seed"] == 1234
+    record = json.loads((tmp_path / "outputs.provenance.json").read_text())
+    assert record["step"] == "answers" and record["settings"]["seed"] == 1234 and record["inputs"]["model"]["sha256"]
     items, _ = alpacaeval.read_instructions(str(instructions), limit=2)
     assert alpacaeval.outputs_by_instruction(written["outputs"], items, str(out)) == [
         row["output"] for row in written["outputs"]

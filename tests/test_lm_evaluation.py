@@ -219,6 +219,10 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
     assert doc_ids["onmerge_math401"] == utils.math401_docs(SOURCES["math401"][1])["id"]
     assert provenance["sampling"] == {"temperature": 0.7, "top_p": 0.8, "top_k": 20, "repetition_penalty": 1.05}
     assert provenance["subset_seed"] == SUBSET_SEED
+    record = json.loads((tmp_path / "metrics.provenance.json").read_text())  # the step's record, beside the result
+    assert record["step"] == "evaluate" and record["settings"]["tasks"] == tasks_to_run and record["seconds"] > 0
+    assert set(record["inputs"]) == {"model", "include_path"}
+    assert "model.safetensors" in record["inputs"]["model"]["sha256"]
 
 
 def test_a_malformed_sampling_setting_is_a_usage_error(capsys):

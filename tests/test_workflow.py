@@ -196,18 +196,61 @@ def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     assert "differences against AdamW" in page  # a caption from workflow/report/
 
 
-@pytest.mark.slow
-def test_rerunning_one_cell_by_its_path_touches_only_that_cell(smoke_run):
-    cell = smoke_run / "results" / "smoke" / ONDARE
-    shutil.rmtree(cell / "model")
-    shutil.rmtree(cell / "eval")
-    before = _outputs(smoke_run)
-    result = snakemake(f"results/smoke/{ONDARE}/eval/alpacaeval.json", "--config", "preset=smoke", workdir=smoke_run)
+def _cell_files(cell: Path) -> dict[str, bytes]:
+    """Every file of a cell's model and evaluation, by relative name, as bytes."""
+    return {str(path.relative_to(cell)): path.read_bytes() for path in sorted(cell.rglob("*")) if path.is_file()}
+
+
+def _rerun_cell(workdir: Path, cell: str, jobs: dict[str, int]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """Delete one cell's model and evaluation and rebuild them by naming the cell's last output: the cell's files
+    before and after. Nothing outside the cell may be rewritten, and only the cell's own jobs may run."""
+    folder = workdir / "results" / "smoke" / cell
+    before_cell = {name: data for name, data in _cell_files(folder).items() if name.split("/")[0] in ("model", "eval")}
+    shutil.rmtree(folder / "model")
+    shutil.rmtree(folder / "eval")
+    before = _outputs(workdir)
+    result = snakemake(f"results/smoke/{cell}/eval/alpacaeval.json", "--config", "preset=smoke", workdir=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert job_counts(result.stdout + result.stderr) == {"train": 1, "evaluate": 1, "judge": 1}
-    after = _outputs(smoke_run)
+    assert job_counts(result.stdout + result.stderr) == jobs
+    after = _outputs(workdir)
     assert {path: mtime for path, mtime in after.items() if path in before} == before, "nothing else was rewritten"
-    assert all(cell in path.parents for path in set(after) - set(before))
+    assert all(folder in path.parents for path in set(after) - set(before))
+    return before_cell, {name: data for name, data in _cell_files(folder).items() if name in before_cell}
+
+
+def _without_records(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in files.items() if not name.endswith("provenance.json")}
+
+
+@pytest.mark.slow
+def test_a_trained_cell_run_again_gives_byte_identical_weights_and_metrics(smoke_run):
+    first, second = _rerun_cell(smoke_run, ONDARE, {"train": 1, "evaluate": 1, "judge": 1})
+    assert {"model/model.safetensors", "eval/metrics.json", "eval/answers.json", "eval/alpacaeval.json"} <= set(first)
+    assert _without_records(second) == _without_records(first)
+    records = {name: json.loads(data) for name, data in second.items() if name.endswith("provenance.json")}
+    assert set(records) == {"model/provenance.json", "eval/metrics.provenance.json", "eval/alpacaeval.provenance.json"}
+    assert [records[name]["step"] for name in sorted(records)] == ["judge", "evaluate", "train"]
+    assert all(record["seconds"] > 0 and record["git_commit"] for record in records.values())
+    assert records["model/provenance.json"]["settings"]["training"]["seed"] == 0
+    # the evaluation records name the weights they scored: the same bytes in both runs
+    scored = [
+        json.loads(files["eval/metrics.provenance.json"])["inputs"]["model"]["sha256"] for files in (first, second)
+    ]
+    assert scored[0]["model.safetensors"] == scored[1]["model.safetensors"]
+
+
+@pytest.mark.slow
+def test_a_merged_cell_run_again_gives_byte_identical_weights_and_metrics(smoke_run):
+    dare = "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/dare/density~0.5_weight~0.5"  # random drop masks, seeded
+    first, second = _rerun_cell(smoke_run, dare, {"merge": 1, "evaluate": 1, "judge": 1})
+    assert {"model/model.safetensors", "eval/metrics.json", "model/provenance.json"} <= set(first)
+    assert _without_records(second) == _without_records(first)
+    assert json.loads(second["model/provenance.json"])["settings"] == {
+        "method": "dare",
+        "weight": 0.5,
+        "density": 0.5,
+        "seed": 0,
+    }
 
 
 @pytest.mark.slow

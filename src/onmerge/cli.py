@@ -10,13 +10,27 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def _threads(count: int) -> None:
     import torch
 
     torch.set_num_threads(count)  # tiny models: one thread per process is fastest (two cores run two jobs)
+
+
+@contextmanager
+def _recorded(step: str, out: Path, settings: Mapping[str, Any], inputs: Mapping[str, Path | None]) -> Iterator[None]:
+    """Time the step's body, then write its provenance record beside `out` (under accelerate, from rank 0 only)."""
+    from onmerge.provenance import write_step_record
+
+    started = time.perf_counter()
+    yield
+    if os.environ.get("RANK", "0") == "0":
+        write_step_record(out, step, settings, inputs, time.perf_counter() - started)
 
 
 def _toy_tokenizer(args: argparse.Namespace) -> None:
@@ -31,7 +45,9 @@ def _toy_base(args: argparse.Namespace) -> None:
     from onmerge.toyworld.models import build_base
 
     _threads(args.threads)
-    build_base(args.backbone, args.out, SCALES[args.scale], args.seed, tokenizer_dir=args.tokenizer)
+    settings = {"backbone": args.backbone, "scale": args.scale, "seed": args.seed}
+    with _recorded("build", args.out, settings, {"tokenizer": args.tokenizer}):
+        build_base(args.backbone, args.out, SCALES[args.scale], args.seed, tokenizer_dir=args.tokenizer)
 
 
 def _toy_sft(args: argparse.Namespace) -> None:
@@ -39,7 +55,8 @@ def _toy_sft(args: argparse.Namespace) -> None:
     from onmerge.toyworld.models import build_sft
 
     _threads(args.threads)
-    build_sft(args.base, args.out, SCALES[args.scale], args.seed)
+    with _recorded("build", args.out, {"scale": args.scale, "seed": args.seed}, {"base": args.base}):
+        build_sft(args.base, args.out, SCALES[args.scale], args.seed)
 
 
 def _toy_preferences(args: argparse.Namespace) -> None:
@@ -67,51 +84,47 @@ def _ultrafeedback(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from onmerge.provenance import write_step_record
     from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
 
     settings = json.loads(args.settings)
     _threads(args.threads)
-    started = time.perf_counter()
-    train_preference(
-        sft=args.sft,
-        base=args.base,
-        rows=json.loads(args.preferences.read_text()),
-        out=args.out,
-        training=PreferenceTraining(**settings["training"]),
-        optimizer=OptimizerSpec(**settings["optimizer"]),
-    )
-    if os.environ.get("RANK", "0") == "0":  # under accelerate, the main process alone
-        inputs = {"sft": args.sft, "base": args.base, "preferences": args.preferences}
-        write_step_record(args.out, "train", settings, inputs, time.perf_counter() - started)
+    inputs = {"sft": args.sft, "base": args.base, "preferences": args.preferences}
+    with _recorded("train", args.out, settings, inputs):
+        train_preference(
+            sft=args.sft,
+            base=args.base,
+            rows=json.loads(args.preferences.read_text()),
+            out=args.out,
+            training=PreferenceTraining(**settings["training"]),
+            optimizer=OptimizerSpec(**settings["optimizer"]),
+        )
 
 
 def _merge(args: argparse.Namespace) -> None:
     from onmerge.merging import merge_with_reference
-    from onmerge.provenance import write_step_record
 
     _threads(args.threads)
-    started = time.perf_counter()
-    merge_with_reference(
-        args.method,
-        rlhf=args.rlhf,
-        sft=args.sft,
-        base=args.base,
-        weight=args.weight,
-        density=args.density,
-        out=args.out,
-    )
-    settings = {"method": args.method, "weight": args.weight, "density": args.density}
-    inputs = {"rlhf": args.rlhf, "sft": args.sft, "base": args.base}
-    write_step_record(args.out, "merge", settings, inputs, time.perf_counter() - started)
+    settings = {"method": args.method, "weight": args.weight, "density": args.density, "seed": args.seed}
+    with _recorded("merge", args.out, settings, {"rlhf": args.rlhf, "sft": args.sft, "base": args.base}):
+        merge_with_reference(
+            args.method,
+            rlhf=args.rlhf,
+            sft=args.sft,
+            base=args.base,
+            weight=args.weight,
+            density=args.density,
+            out=args.out,
+            seed=args.seed,
+        )
 
 
 def _evaluate_toy(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.evaluation import evaluate_model, write_results
+    from onmerge.toyworld.evaluation import EVAL_SEED, evaluate_model, write_results
 
     _threads(args.threads)
-    metrics = evaluate_model(args.model, args.suite, answers_path=args.answers)
-    write_results(metrics, args.metrics, model_dir=args.model, include_path=args.suite)
+    with _recorded("evaluate", args.metrics, {"eval_seed": EVAL_SEED}, {"model": args.model, "suite": args.suite}):
+        metrics = evaluate_model(args.model, args.suite, answers_path=args.answers)
+        write_results(metrics, args.metrics, include_path=args.suite)
 
 
 def _evaluate_lm_eval(args: argparse.Namespace) -> None:
@@ -124,26 +137,33 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
 
     include_path = args.include_path or lm_tasks.include_path()
     sampling = check_sampling(dict(args.sampling))
-    results = run_lm_eval(
-        args.model,
-        args.tasks,
-        include_path=include_path,
-        batch_size=args.batch_size,
-        device="cuda" if torch.cuda.is_available() else "cpu",
-        log_samples=True,  # for the ids of the docs each task scored
-        sampling=sampling,
-    )
-    provenance = {
-        "model_dir": str(args.model.resolve()),
+    settings = {
         "tasks": args.tasks,
-        "include_path": str(Path(include_path).resolve()),
         "sampling": sampling,
+        "batch_size": args.batch_size,
         "eval_seed": EVAL_SEED,
         "subset_seed": lm_tasks.SUBSET_SEED,
-        "lm_eval": lm_eval.__version__,
-        "doc_ids": evaluated_doc_ids(results),
     }
-    write_json(args.metrics, {"metrics": task_metrics(results), "provenance": provenance})
+    # the package's own tasks are code (the git commit names them); a user's include path is data, hashed
+    with _recorded("evaluate", args.metrics, settings, {"model": args.model, "include_path": args.include_path}):
+        results = run_lm_eval(
+            args.model,
+            args.tasks,
+            include_path=include_path,
+            batch_size=args.batch_size,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            log_samples=True,  # for the ids of the docs each task scored
+            sampling=sampling,
+        )
+        provenance = {
+            "tasks": args.tasks,
+            "sampling": sampling,
+            "eval_seed": EVAL_SEED,
+            "subset_seed": lm_tasks.SUBSET_SEED,
+            "lm_eval": lm_eval.__version__,
+            "doc_ids": evaluated_doc_ids(results),
+        }
+        write_json(args.metrics, {"metrics": task_metrics(results), "provenance": provenance})
 
 
 def _sampling_setting(text: str) -> tuple[str, float]:
@@ -159,69 +179,67 @@ def _judge_toy(args: argparse.Namespace) -> None:
     from onmerge.atomic import write_json
     from onmerge.toyworld.evaluation import win_rates
 
-    answers, reference = (json.loads(path.read_text()) for path in (args.answers, args.reference_answers))
-    write_json(args.out, win_rates(args.suite, answers, reference))
+    inputs = {"answers": args.answers, "reference_answers": args.reference_answers, "suite": args.suite}
+    with _recorded("judge", args.out, {}, inputs):
+        answers, reference = (json.loads(path.read_text()) for path in (args.answers, args.reference_answers))
+        write_json(args.out, win_rates(args.suite, answers, reference))
+
+
+def _answer(args: argparse.Namespace, write_answers, prompts: str) -> None:
+    """Generate one model's answers to a judged benchmark's prompts with `write_answers`, recording the step."""
+    settings = {
+        "prompts": prompts,
+        "generation": json.loads(args.generation),
+        "seed": args.seed,
+        "limit": args.limit,
+        "batch_size": args.batch_size,
+    }
+    with _recorded("answers", args.out, settings, {"model": args.model}):
+        write_answers(
+            args.model, prompts, args.generation, args.out, limit=args.limit, seed=args.seed, batch_size=args.batch_size
+        )
 
 
 def _answers_mt_bench(args: argparse.Namespace) -> None:
     from onmerge.judges.answers import write_mt_bench_answers
 
-    write_mt_bench_answers(
-        args.model,
-        args.questions,
-        args.generation,
-        args.out,
-        limit=args.limit,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
+    _answer(args, write_mt_bench_answers, args.questions)
 
 
 def _answers_alpacaeval(args: argparse.Namespace) -> None:
     from onmerge.judges.answers import write_alpacaeval_outputs
 
-    write_alpacaeval_outputs(
-        args.model,
-        args.instructions,
-        args.generation,
-        args.out,
-        limit=args.limit,
-        seed=args.seed,
-        batch_size=args.batch_size,
-    )
+    _answer(args, write_alpacaeval_outputs, args.instructions)
+
+
+def _judge_through_api(args: argparse.Namespace, benchmark: str, judge_file, prompts: str, **options: Any) -> None:
+    """Score one answers file with a judged benchmark's `judge_file`, recording the step."""
+    settings = {"prompts": prompts, "limit": args.limit, "judge_model": args.judge_model} | options
+    with _recorded("judge", args.out, settings, {"answers": args.answers}):
+        client = judge_file(
+            prompts,
+            args.answers,
+            args.cache,
+            args.out,
+            limit=args.limit,
+            judge_model_choice=args.judge_model,
+            workers=args.workers,
+            **options,
+        )
+    print(f"{benchmark}: {client.cache_hits} judgments cached, {client.cache_misses} requested -> {args.out}")
 
 
 def _judge_mt_bench(args: argparse.Namespace) -> None:
     from onmerge.judges import mt_bench
 
-    client = mt_bench.judge_file(
-        args.questions,
-        args.answers,
-        args.cache,
-        args.out,
-        references=args.references,
-        limit=args.limit,
-        judge_model_choice=args.judge_model,
-        workers=args.workers,
-    )
-    print(f"MT-Bench: {client.cache_hits} judgments cached, {client.cache_misses} requested -> {args.out}")
+    _judge_through_api(args, "MT-Bench", mt_bench.judge_file, args.questions, references=args.references)
 
 
 def _judge_alpacaeval(args: argparse.Namespace) -> None:
     from onmerge.judges import alpacaeval
 
-    client = alpacaeval.judge_file(
-        args.instructions,
-        args.answers,
-        args.cache,
-        args.out,
-        gamed_source=args.gamed_annotations,
-        glm_name=args.glm,
-        limit=args.limit,
-        judge_model_choice=args.judge_model,
-        workers=args.workers,
-    )
-    print(f"AlpacaEval: {client.cache_hits} judgments cached, {client.cache_misses} requested -> {args.out}")
+    options = {"gamed_source": args.gamed_annotations, "glm_name": args.glm}
+    _judge_through_api(args, "AlpacaEval", alpacaeval.judge_file, args.instructions, **options)
 
 
 def _aggregate(args: argparse.Namespace) -> None:
@@ -358,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--base", type=Path, required=True)
     step.add_argument("--weight", type=float, required=True, help="the RLHF model's weight")
     step.add_argument("--density", type=float, help="dare and ties only")
+    step.add_argument("--seed", type=int, default=0, help="seed of DARE's drop masks")
     step.add_argument("--out", type=Path, required=True)
 
     evaluate = commands.add_parser("evaluate", help="evaluate one model").add_subparsers(required=True)

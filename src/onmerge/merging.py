@@ -59,7 +59,9 @@ _SFT_METADATA_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
-_MERGEKIT_OPTIONS = MergeOptions(device="cpu", copy_tokenizer=False, quiet=True)
+# No model card: mergekit titles it with the (randomly named) staging folder, so a rerun would differ by that line;
+# the merge's settings and inputs are in the cell's provenance.json.
+_MERGEKIT_OPTIONS = MergeOptions(device="cpu", copy_tokenizer=False, quiet=True, write_model_card=False)
 
 
 def merge_with_reference(

@@ -81,9 +81,15 @@ def environment(preset: Mapping[str, Any], checkout: Path) -> dict[str, Any]:
 
 
 def file_hashes(path: Path) -> dict[str, str]:
-    """SHA-256 of a file, or of every file in a folder (by relative name; this module's own record left out)."""
+    """SHA-256 of a file, or of every file in a folder by relative name.
+
+    Left out of a folder: this module's own record, and hidden files (Snakemake's `.snakemake_timestamp` marker).
+    """
     path = Path(path)
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file() and p.name != RECORD)
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != RECORD and not p.name.startswith("."))
     hashes = {}
     for file in files:
         digest = hashlib.sha256()
@@ -94,12 +100,21 @@ def file_hashes(path: Path) -> dict[str, str]:
     return hashes
 
 
+def record_path(out: Path) -> Path:
+    """Where a step's record lies: inside the folder the step made, or beside its file as `<stem>.provenance.json`.
+
+    Kept out of the result itself, so a result's bytes depend only on its inputs (the record holds timings).
+    """
+    out = Path(out)
+    return out / RECORD if out.is_dir() else out.with_name(f"{out.stem}.{RECORD}")
+
+
 def write_step_record(
     out: Path, step: str, settings: Mapping[str, Any], inputs: Mapping[str, Path | None], seconds: float
 ) -> None:
-    """`<out>/provenance.json` beside a trained or merged model: what made it, from what, with which code, how long.
+    """The record of the step that made `out`: what made it, from what, with which code, how long.
 
-    The resolved settings include the seed; inputs are named by role with the SHA-256 of each of their files.
+    The resolved settings include the seeds; inputs are named by role with the SHA-256 of each of their files.
     """
     record = {
         "step": step,
@@ -112,7 +127,7 @@ def write_step_record(
         "seconds": round(seconds, 3),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
     } | software(CHECKOUT)
-    write_json(Path(out) / RECORD, record)
+    write_json(record_path(out), record)
 
 
 def _step_files(model: Model) -> dict[str, str]:

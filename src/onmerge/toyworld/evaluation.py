@@ -96,18 +96,17 @@ def evaluate_model(
     return {column: entry for name in names for column, entry in _task_columns(results, suite.TASKS[name]).items()}
 
 
-def write_results(
-    metrics: Mapping[str, Mapping[str, float]], path: Path, *, model_dir: Path, include_path: Path
-) -> None:
-    """Write metrics with what produced them (model, suite tasks and seed, lm-eval version) as JSON, atomically."""
+def write_results(metrics: Mapping[str, Mapping[str, float]], path: Path, *, include_path: Path) -> None:
+    """Write metrics with what defines them (suite tasks and seeds, lm-eval version) as JSON, atomically.
+
+    Nothing that varies between two runs of the same model (paths, times) goes in: those are the step's record.
+    """
     import lm_eval
 
     manifest = read_manifest(include_path)
     payload = {
         "metrics": metrics,
         "provenance": {
-            "model_dir": str(Path(model_dir).resolve()),
-            "include_path": str(Path(include_path).resolve()),
             "tasks": [name for name in manifest["tasks"] if suite.TASKS[name].columns[0] in metrics],
             "n": {column: entry["n"] for column, entry in metrics.items()},
             "suite_seed": manifest["seed"],
