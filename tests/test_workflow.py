@@ -2,10 +2,13 @@
 reruns touch exactly what changed."""
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -201,15 +204,42 @@ def _cell_files(cell: Path) -> dict[str, bytes]:
     return {str(path.relative_to(cell)): path.read_bytes() for path in sorted(cell.rglob("*")) if path.is_file()}
 
 
-def _rerun_cell(workdir: Path, cell: str, jobs: dict[str, int]) -> tuple[dict[str, bytes], dict[str, bytes]]:
+def _kill_on_sight(command: str, running: subprocess.Popen) -> bool:
+    """SIGKILL the first Python process whose command line holds `command`, while `running` runs."""
+    while running.poll() is None:
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                argv = cmdline.read_bytes().decode().split("\0")
+            except OSError:  # the process ended meanwhile
+                continue
+            if Path(argv[0]).name.startswith("python") and command in " ".join(argv):
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                return True
+        time.sleep(0.02)
+    return False
+
+
+def _rerun_cell(
+    workdir: Path, cell: str, jobs: dict[str, int], *, killed: str | None = None
+) -> tuple[dict[str, bytes], dict[str, bytes]]:
     """Delete one cell's model and evaluation and rebuild them by naming the cell's last output: the cell's files
-    before and after. Nothing outside the cell may be rewritten, and only the cell's own jobs may run."""
+    before and after. Nothing outside the cell may be rewritten, and only the cell's own jobs may run.
+
+    With `killed`, a first attempt has the job whose command holds it SIGKILLed: it must fail and leave no output.
+    """
     folder = workdir / "results" / "smoke" / cell
     before_cell = {name: data for name, data in _cell_files(folder).items() if name.split("/")[0] in ("model", "eval")}
     shutil.rmtree(folder / "model")
     shutil.rmtree(folder / "eval")
     before = _outputs(workdir)
-    result = snakemake(f"results/smoke/{cell}/eval/alpacaeval.json", "--config", "preset=smoke", workdir=workdir)
+    target = f"results/smoke/{cell}/eval/alpacaeval.json"
+    if killed:
+        command = [*SNAKEMAKE, "--cores", "2", "--directory", str(workdir), target, "--config", "preset=smoke"]
+        attempt = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        assert _kill_on_sight(killed, attempt), f"no {killed!r} job seen"
+        assert attempt.wait(timeout=600) != 0
+        assert not (folder / "model").exists() and not (folder / "eval").exists(), "a killed job left an output"
+    result = snakemake(target, "--config", "preset=smoke", workdir=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr) == jobs
     after = _outputs(workdir)
@@ -223,8 +253,9 @@ def _without_records(files: dict[str, bytes]) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_a_trained_cell_run_again_gives_byte_identical_weights_and_metrics(smoke_run):
-    first, second = _rerun_cell(smoke_run, ONDARE, {"train": 1, "evaluate": 1, "judge": 1})
+def test_a_trained_cell_killed_and_run_again_gives_byte_identical_weights_and_metrics(smoke_run):
+    jobs = {"train": 1, "evaluate": 1, "judge": 1}
+    first, second = _rerun_cell(smoke_run, ONDARE, jobs, killed="onmerge.cli train")  # the cell's only training
     assert {"model/model.safetensors", "eval/metrics.json", "eval/answers.json", "eval/alpacaeval.json"} <= set(first)
     assert _without_records(second) == _without_records(first)
     records = {name: json.loads(data) for name, data in second.items() if name.endswith("provenance.json")}
