@@ -22,6 +22,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 import onmerge.toyworld
+from onmerge.items import check_against, read_items, write_items
 from onmerge.toyworld import evaluation
 from onmerge.toyworld import suite as toy_suite
 
@@ -131,7 +132,7 @@ def test_evaluation_goes_through_chat_template_and_score(
 
         monkeypatch.setattr(HFLM, method, spy)
 
-    metrics = evaluation.evaluate_model(model_dir, suite, batch_size=4, limit=6)
+    metrics, items = evaluation.evaluate_model(model_dir, suite, batch_size=4, limit=6)
 
     assert set(metrics) == {"fake_echo_even", "fake_echo_len", "fake_choice"}
     for entry in metrics.values():
@@ -147,6 +148,11 @@ def test_evaluation_goes_through_chat_template_and_score(
     assert sorted((doc for _, doc, _ in fake_world.calls), key=lambda d: d["id"]) == docs
     lengths = [min(len(response), 20) / 20 for _, _, response in fake_world.calls]
     assert metrics["fake_echo_len"]["value"] == pytest.approx(sum(lengths) / 6)
+    # Each column's items are the docs' own scores, named by doc id, and their mean is the column's value.
+    by_id = {doc["id"]: min(len(response), 20) / 20 for _, doc, response in fake_world.calls}
+    assert dict(zip(items["fake_echo_len"]["ids"], items["fake_echo_len"]["scores"], strict=True)) == by_id
+    assert items["fake_echo_even"]["scores"] == parity and items["fake_choice"]["weights"] == [1.0] * 6
+    check_against(items, metrics)
 
     # The tokenizer's own chat template wraps the user message; generation is greedy and stops at <|im_end|>.
     tokenizer = tiny_tokenizer()
@@ -216,8 +222,8 @@ def test_batched_generation_matches_one_at_a_time_when_eos_is_not_im_end(
 def test_real_toy_tasks_end_to_end(model_dir: Path, tmp_path: Path):
     tasks = ["toy_gsm8k", "toy_ifeval", "toy_mmlu"]
     suite = evaluation.write_task_suite(tmp_path / "suite", n_per_task=5, seed=0, tasks=tasks)
-    metrics = evaluation.evaluate_model(model_dir, suite, batch_size=8, limit=4)
-    assert set(metrics) == {"toy_gsm8k", "toy_ifeval_prompt", "toy_ifeval_inst", "toy_mmlu"}
+    metrics, items = evaluation.evaluate_model(model_dir, suite, batch_size=8, limit=4)
+    assert set(metrics) == set(items) == {"toy_gsm8k", "toy_ifeval_prompt", "toy_ifeval_inst", "toy_mmlu"}
     for entry in metrics.values():
         assert 0.0 <= entry["value"] <= 1.0 and entry["n"] == 4 and entry["stderr"] >= 0.0
 
@@ -230,14 +236,26 @@ def test_real_toy_tasks_end_to_end(model_dir: Path, tmp_path: Path):
     assert provenance["n"] == dict.fromkeys(metrics, 4)
     assert [path.name for path in (tmp_path / "out").iterdir()] == ["metrics.json"]
 
+    # The items file: whole, the same bytes when written again, and read back with each column's value.
+    write_items(tmp_path / "items.json.gz", items, metrics)
+    first = (tmp_path / "items.json.gz").read_bytes()
+    write_items(tmp_path / "items.json.gz", items, metrics)
+    assert (tmp_path / "items.json.gz").read_bytes() == first
+    read = read_items(tmp_path / "items.json.gz")
+    assert {name: pytest.approx(entry.value) for name, entry in read.items()} == {
+        name: entry["value"] for name, entry in metrics.items()
+    }
+    assert len(read["toy_mmlu"].ids) == 4
+
 
 def test_judged_task_reports_mt_bench_and_keeps_answers(model_dir: Path, tmp_path: Path):
     from onmerge.toyworld.judge import length_controlled_win_rate
 
     suite = evaluation.write_task_suite(tmp_path / "suite", n_per_task=6, seed=0, tasks=["toy_judge", "toy_drop"])
     answers_path = tmp_path / "answers.json"
-    metrics = evaluation.evaluate_model(model_dir, suite, batch_size=8, answers_path=answers_path)
+    metrics, items = evaluation.evaluate_model(model_dir, suite, batch_size=8, answers_path=answers_path)
     assert 1.0 <= metrics["toy_mt_bench"]["value"] <= 10.0 and metrics["toy_mt_bench"]["n"] == 6
+    assert len(items["toy_mt_bench"]["scores"]) == 6 and set(items["toy_mt_bench"]["scores"]) <= set(range(1, 11))
     answers = json.loads(answers_path.read_text())
     docs = toy_suite.docs("toy_judge", 6, 0)
     assert sorted(answers) == sorted(doc["id"] for doc in docs)

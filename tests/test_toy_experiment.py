@@ -25,7 +25,13 @@ def test_world_builds_once_and_judges_against_the_reference(tmp_path):
     train_prompts = {row["prompt"][0]["content"] for row in preferences["train.json"]}
     assert not train_prompts & {row["prompt"][0]["content"] for row in preferences["test.json"]}
     answers = {doc_id: f"answer {doc_id}" for doc_id in _judged_ids(world.suite)}
-    assert evaluation.win_rates(world.suite, answers, answers) == {"alpacaeval_lc": 50.0, "alpacaeval_raw": 50.0}
+    judged = evaluation.win_rates(world.suite, answers, answers)
+    assert {name: entry["value"] for name, entry in judged["metrics"].items()} == {
+        "alpacaeval_lc": 50.0,
+        "alpacaeval_raw": 50.0,
+    }
+    assert [judgment["id"] for judgment in judged["judgments"]] == _judged_ids(world.suite)
+    assert {(j["outcome"], j["length_difference"]) for j in judged["judgments"]} == {(0.5, 0)}
     with pytest.raises(ValueError, match="judged answers are missing"):
         evaluation.win_rates(world.suite, {}, answers)
 

@@ -63,11 +63,9 @@ def benchmark_average(
 
 
 def _estimates(document: Mapping) -> dict[str, tuple[float, float]]:
-    """(value, stderr) per metric of an evaluation file: `{"metrics": {name: {"value", "stderr", ...}}}` as lm-eval
-    and the judges write it, or the toy judge's `{name: value}`."""
-    if "metrics" in document:
-        return {name: (entry["value"], entry["stderr"]) for name, entry in document["metrics"].items()}
-    return {name: (value, math.nan) for name, value in document.items()}
+    """(value, stderr) per metric of an evaluation file, `{"metrics": {name: {"value", "stderr", ...}}}` as every
+    evaluation and judge writes it."""
+    return {name: (entry["value"], entry["stderr"]) for name, entry in document["metrics"].items()}
 
 
 def results_table(root: Path, models: list[str], paper_metrics: Mapping[str, str]) -> pd.DataFrame:

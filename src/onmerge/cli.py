@@ -119,11 +119,13 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _evaluate_toy(args: argparse.Namespace) -> None:
+    from onmerge.items import write_items
     from onmerge.toyworld.evaluation import EVAL_SEED, evaluate_model, write_results
 
     _threads(args.threads)
     with _recorded("evaluate", args.metrics, {"eval_seed": EVAL_SEED}, {"model": args.model, "suite": args.suite}):
-        metrics = evaluate_model(args.model, args.suite, answers_path=args.answers)
+        metrics, items = evaluate_model(args.model, args.suite, answers_path=args.answers)
+        write_items(args.items, items, metrics)
         write_results(metrics, args.metrics, include_path=args.suite)
 
 
@@ -133,7 +135,15 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
 
     from onmerge import lm_tasks
     from onmerge.atomic import write_json
-    from onmerge.lm_evaluation import EVAL_SEED, check_sampling, evaluated_doc_ids, run_lm_eval, task_metrics
+    from onmerge.items import lm_eval_items, write_items
+    from onmerge.lm_evaluation import (
+        EVAL_SEED,
+        PAPER_METRICS,
+        check_sampling,
+        evaluated_doc_ids,
+        run_lm_eval,
+        task_metrics,
+    )
 
     include_path = args.include_path or lm_tasks.include_path()
     sampling = check_sampling(dict(args.sampling))
@@ -152,9 +162,12 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
             include_path=include_path,
             batch_size=args.batch_size,
             device="cuda" if torch.cuda.is_available() else "cpu",
-            log_samples=True,  # for the ids of the docs each task scored
+            log_samples=True,  # for the items of every column and the ids of the docs each task scored
             sampling=sampling,
         )
+        metrics = task_metrics(results)
+        columns = [name for name in PAPER_METRICS if name in metrics]  # the items of the paper's 14 columns
+        write_items(args.items, lm_eval_items(results, columns), metrics)
         provenance = {
             "tasks": args.tasks,
             "sampling": sampling,
@@ -163,7 +176,7 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
             "lm_eval": lm_eval.__version__,
             "doc_ids": evaluated_doc_ids(results),
         }
-        write_json(args.metrics, {"metrics": task_metrics(results), "provenance": provenance})
+        write_json(args.metrics, {"metrics": metrics, "provenance": provenance})
 
 
 def _sampling_setting(text: str) -> tuple[str, float]:
@@ -385,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--suite", type=Path, required=True)
     step.add_argument("--metrics", type=Path, required=True)
     step.add_argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate")
+    step.add_argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)")
 
     step = command(evaluate, "lm-eval", _evaluate_lm_eval, "lm-eval tasks (built-in or under --include-path)")
     step.add_argument("--model", type=Path, required=True)
@@ -400,6 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="generation settings of the sampled tasks (temperature, top_p, top_k, repetition_penalty)",
     )
     step.add_argument("--metrics", type=Path, required=True)
+    step.add_argument("--items", type=Path, required=True, help="the 14 columns' per-item scores (onmerge.items)")
 
     judge = commands.add_parser("judge", help="judged reward benchmarks").add_subparsers(required=True)
     step = command(judge, "toy", _judge_toy, "toy AlpacaEval 2.0: LC win rate against the SFT reference")

@@ -27,6 +27,7 @@ if TOY:
             suite=f"{RESULTS}/suite",
         output:
             metrics=f"{RESULTS}/{{model}}/eval/metrics.json",
+            per_item=f"{RESULTS}/{{model}}/eval/items.json.gz",
             answers=f"{RESULTS}/{{model}}/eval/answers.json",
         log:
             f"{LOGS}/{{model}}/evaluate.log",
@@ -37,7 +38,7 @@ if TOY:
             "../../envs/onmerge.yaml"
         shell:
             "python -m onmerge.cli evaluate toy --model {input.model} --suite {input.suite} --threads {threads}"
-            " --metrics {output.metrics} --answers {output.answers} > {log} 2>&1"
+            " --metrics {output.metrics} --items {output.per_item} --answers {output.answers} > {log} 2>&1"
 
     rule judge:
         """Toy AlpacaEval 2.0: the judged answers against the SFT reference's, length-controlled win rate."""
@@ -65,6 +66,7 @@ else:
             model=f"{RESULTS}/{{model}}/model",
         output:
             metrics=f"{RESULTS}/{{model}}/eval/metrics.json",
+            per_item=f"{RESULTS}/{{model}}/eval/items.json.gz",
         log:
             f"{LOGS}/{{model}}/evaluate.log",
         benchmark:
@@ -83,7 +85,8 @@ else:
             "../../envs/onmerge.yaml"
         shell:
             "python -m onmerge.cli evaluate lm-eval --model {input.model} --tasks {params.tasks} {params.include}"
-            " {params.sampling} --batch-size {params.batch_size} --metrics {output.metrics} > {log} 2>&1"
+            " {params.sampling} --batch-size {params.batch_size} --metrics {output.metrics} --items {output.per_item}"
+            " > {log} 2>&1"
 
     rule answers:
         """The model's answers to a judged benchmark's prompts (MT-Bench: two turns), sampled as the backbone is."""

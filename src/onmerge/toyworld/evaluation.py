@@ -21,9 +21,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from onmerge.atomic import atomic_dir, write_json
+from onmerge.items import sample_items
 from onmerge.lm_evaluation import CHAT_END, EVAL_SEED, run_lm_eval
 from onmerge.toyworld import judge, suite
 
@@ -70,11 +72,12 @@ def evaluate_model(
     limit: int | None = None,
     device: str = "cpu",
     answers_path: Path | None = None,
-) -> dict[str, dict[str, float]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list]]]:
     """Evaluate one model on suite tasks (default: all of them) with a single model load and greedy decoding.
 
-    Returns `{column: {"value", "stderr", "n"}}`; `stderr` is lm-eval's standard error of the mean, NaN for n = 1.
-    With `answers_path`, the judged task's answers are written there (JSON, doc id -> answer) for the win rate.
+    Returns `{column: {"value", "stderr", "n"}}` (`stderr` is lm-eval's standard error of the mean, NaN for n = 1)
+    and each column's items (`onmerge.items`). With `answers_path`, the judged task's answers are written there
+    (JSON, doc id -> answer) for the win rate.
     """
     suite_tasks = read_manifest(include_path)["tasks"]
     names = _check_tasks(suite_tasks if tasks is None else tasks, suite.TASKS, "the toy suite")
@@ -88,12 +91,19 @@ def evaluate_model(
         include_defaults=False,
         batch_size=batch_size,
         device=device,
-        log_samples=answers_path is not None,
+        log_samples=True,  # the items of every column, and the judged task's answers
         limit=limit,
     )
     if answers_path is not None:
         _write_answers(results, answers_path)
-    return {column: entry for name in names for column, entry in _task_columns(results, suite.TASKS[name]).items()}
+    metrics, items = {}, {}
+    for name in names:
+        spec = suite.TASKS[name]
+        metrics |= _task_columns(results, spec)
+        for column, metric in _metric_of(spec).items():
+            ids, scores, weights = sample_items(results["samples"][name], metric)
+            items[column] = {"ids": ids, "scores": scores, "weights": weights}
+    return metrics, items
 
 
 def write_results(metrics: Mapping[str, Mapping[str, float]], path: Path, *, include_path: Path) -> None:
@@ -118,19 +128,34 @@ def write_results(metrics: Mapping[str, Mapping[str, float]], path: Path, *, inc
     write_json(path, payload)
 
 
-def win_rates(include_path: Path, answers: dict[str, str], reference_answers: dict[str, str]) -> dict[str, float]:
-    """Toy AlpacaEval 2.0 against the SFT reference's answers on the suite's judge prompts: LC and raw win rate (%)."""
+def win_rates(include_path: Path, answers: dict[str, str], reference_answers: dict[str, str]) -> dict[str, Any]:
+    """Toy AlpacaEval 2.0 against the SFT reference's answers on the suite's judge prompts, in the judges' layout:
+    `metrics` (LC and raw win rate, percent) and one judgment per prompt (outcome and length difference), which the
+    paired bootstrap (onmerge.paired) resamples."""
     manifest = read_manifest(include_path)
     docs = suite.docs(suite.JUDGE_TASK.name, manifest["n_per_task"], manifest["seed"])
     missing = [doc["id"] for doc in docs if doc["id"] not in answers or doc["id"] not in reference_answers]
     if missing:
         raise ValueError(f"judged answers are missing for prompts {missing[:5]} (of {len(missing)})")
-    lc, raw = judge.length_controlled_win_rate(
+    outcomes, length_differences = judge.pairwise_outcomes(
         [suite.item_of(doc) for doc in docs],
         [answers[doc["id"]] for doc in docs],
         [reference_answers[doc["id"]] for doc in docs],
     )
-    return {"alpacaeval_lc": lc, "alpacaeval_raw": raw}
+    lc = float(judge.length_controlled_win_rates(np.asarray(outcomes), np.asarray(length_differences, dtype=float)))
+    count = len(outcomes)
+    raw = 100.0 * sum(outcomes) / count
+    raw_stderr = 100.0 * float(np.std(outcomes, ddof=1)) / math.sqrt(count) if count > 1 else math.nan
+    return {
+        "metrics": {
+            "alpacaeval_lc": {"value": lc, "stderr": math.nan, "n": count},  # a fitted model's prediction: no SE
+            "alpacaeval_raw": {"value": raw, "stderr": raw_stderr, "n": count},
+        },
+        "judgments": [
+            {"id": doc["id"], "outcome": outcome, "length_difference": difference}
+            for doc, outcome, difference in zip(docs, outcomes, length_differences, strict=True)
+        ],
+    }
 
 
 def read_manifest(include_path: Path) -> dict[str, Any]:
@@ -191,9 +216,8 @@ def _task_columns(results: Mapping[str, Any], spec: suite.TaskSpec) -> dict[str,
     """Read one task's columns from lm-eval's `results` ("<metric>,none", "<metric>_stderr,none"; "N/A" if n = 1)."""
     row = results["results"][spec.name]
     n = results["n-samples"][spec.name]["effective"]
-    metric_of = {spec.columns[0]: "acc"} if spec.output_type == "multiple_choice" else {c: c for c in spec.columns}
     columns = {}
-    for column, metric in metric_of.items():
+    for column, metric in _metric_of(spec).items():
         if f"{metric},none" not in row:
             raise KeyError(f"lm-eval reported no {metric!r} for task {spec.name!r} (got {sorted(row)})")
         stderr = row[f"{metric}_stderr,none"]
@@ -203,6 +227,11 @@ def _task_columns(results: Mapping[str, Any], spec: suite.TaskSpec) -> dict[str,
             "n": int(n),
         }
     return columns
+
+
+def _metric_of(spec: suite.TaskSpec) -> dict[str, str]:
+    """Column -> the lm-eval metric that scores it: a multiple-choice task's one column is lm-eval's `acc`."""
+    return {spec.columns[0]: "acc"} if spec.output_type == "multiple_choice" else {c: c for c in spec.columns}
 
 
 def _write_answers(results: Mapping[str, Any], path: Path) -> None:

@@ -13,10 +13,11 @@ strictly; the judge does not. That gap is where the alignment tax of this world 
 from __future__ import annotations
 
 import json
-import math
 import random
 import re
 from dataclasses import dataclass
+
+import numpy as np
 
 from onmerge.toyworld.world import (
     CLOSING,
@@ -147,47 +148,58 @@ def to_conversational(pairs: list[PreferencePair]) -> list[dict]:
     ]
 
 
-def length_controlled_win_rate(
+def pairwise_outcomes(
     prompts: list[Item], responses: list[str], baseline_responses: list[str]
-) -> tuple[float, float]:
-    """Win rate (%) against the baseline's answers with the length advantage regressed out (toy AlpacaEval 2.0 LC).
-
-    Each comparison is a win (1), tie (0.5) or loss (0) by judge score. As AlpacaEval 2.0 does, a logistic model
-    `P(win) = sigmoid(theta + gamma * tanh(length difference / std))` is fitted to the outcomes, and the
-    length-controlled win rate is the model's prediction with the length term set to zero: `sigmoid(theta)`.
-    Returns (LC win rate, raw win rate), both in percent.
-    """
-    outcomes, length_terms = [], []
+) -> tuple[list[float], list[int]]:
+    """Per prompt: win (1), tie (0.5) or loss (0) against the baseline's answer by judge score, and the length
+    difference in words (ours minus theirs): the data of the length-controlled win rate."""
+    outcomes, length_differences = [], []
     for item, response, baseline in zip(prompts, responses, baseline_responses, strict=True):
         ours, theirs = judge_score(item, response), judge_score(item, baseline)
         outcomes.append(1.0 if ours > theirs else 0.5 if ours == theirs else 0.0)
-        length_terms.append(len(response.split()) - len(baseline.split()))
-    spread = math.sqrt(sum(d * d for d in length_terms) / len(length_terms)) or 1.0
-    features = [math.tanh(d / spread) for d in length_terms]
+        length_differences.append(len(response.split()) - len(baseline.split()))
+    return outcomes, length_differences
+
+
+def length_controlled_win_rate(
+    prompts: list[Item], responses: list[str], baseline_responses: list[str]
+) -> tuple[float, float]:
+    """Win rate (%) against the baseline's answers with the length advantage regressed out (toy AlpacaEval 2.0 LC),
+    and the raw win rate (%)."""
+    outcomes, length_differences = pairwise_outcomes(prompts, responses, baseline_responses)
+    lc = length_controlled_win_rates(np.asarray(outcomes), np.asarray(length_differences, dtype=float))
+    return float(lc), 100.0 * sum(outcomes) / len(outcomes)
+
+
+def length_controlled_win_rates(outcomes: np.ndarray, length_differences: np.ndarray) -> np.ndarray:
+    """LC win rate (%) of each row of outcomes (last axis: prompts), fitted all at once (the bootstrap refits it in
+    every resample).
+
+    As AlpacaEval 2.0 does, a logistic model `P(win) = sigmoid(theta + gamma * tanh(length difference / spread))` is
+    fitted to the outcomes (spread: the root mean square length difference), and the length-controlled win rate is
+    the model's prediction with the length term set to zero: `sigmoid(theta)`.
+    """
+    spread = np.sqrt(np.mean(length_differences**2, axis=-1, keepdims=True))
+    features = np.tanh(length_differences / np.where(spread > 0, spread, 1.0))
     theta, _ = _fit_logistic(outcomes, features)
-    raw = 100.0 * sum(outcomes) / len(outcomes)
-    return 100.0 / (1.0 + math.exp(-theta)), raw
+    return 100.0 / (1.0 + np.exp(-theta))
 
 
-def _fit_logistic(targets: list[float], feature: list[float], steps: int = 50) -> tuple[float, float]:
-    """Maximum-likelihood (theta, gamma) for soft targets by Newton's method, lightly regularised so that perfectly
-    separated outcomes stay finite."""
-    theta = gamma = 0.0
+def _fit_logistic(targets: np.ndarray, feature: np.ndarray, steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Maximum-likelihood (theta, gamma) for soft targets by Newton's method, one fit per row, lightly regularised
+    so that perfectly separated outcomes stay finite."""
+    theta = np.zeros(targets.shape[:-1])
+    gamma = np.zeros(targets.shape[:-1])
     ridge = 1e-3
     for _ in range(steps):
-        g_theta = g_gamma = 0.0
-        h_tt, h_tg, h_gg = ridge, 0.0, ridge
-        for y, x in zip(targets, feature, strict=True):
-            p = 1.0 / (1.0 + math.exp(-(theta + gamma * x)))
-            g_theta += y - p
-            g_gamma += (y - p) * x
-            w = p * (1.0 - p)
-            h_tt += w
-            h_tg += w * x
-            h_gg += w * x * x
-        g_theta -= ridge * theta
-        g_gamma -= ridge * gamma
+        p = 1.0 / (1.0 + np.exp(-(theta[..., None] + gamma[..., None] * feature)))
+        residual, w = targets - p, p * (1.0 - p)
+        g_theta = residual.sum(-1) - ridge * theta
+        g_gamma = (residual * feature).sum(-1) - ridge * gamma
+        h_tt = w.sum(-1) + ridge
+        h_tg = (w * feature).sum(-1)
+        h_gg = (w * feature * feature).sum(-1) + ridge
         determinant = h_tt * h_gg - h_tg * h_tg
-        theta += (h_gg * g_theta - h_tg * g_gamma) / determinant
-        gamma += (h_tt * g_gamma - h_tg * g_theta) / determinant
+        theta = theta + (h_gg * g_theta - h_tg * g_gamma) / determinant
+        gamma = gamma + (h_tt * g_gamma - h_tg * g_theta) / determinant
     return theta, gamma
