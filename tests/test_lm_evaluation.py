@@ -11,7 +11,9 @@ from lm_eval.tasks import TaskManager
 
 from onmerge import lm_evaluation
 from onmerge.cli import build_parser, main
+from onmerge.items import read_items
 from onmerge.lm_evaluation import (
+    PAPER_METRICS,
     check_sampling,
     evaluated_doc_ids,
     merge_results,
@@ -204,7 +206,9 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
         (tasks / f"{name}.yaml").write_text(json.dumps(override))
     (tasks / "function_calling.yaml").write_text((include_path() / "function_calling.yaml").read_text())
     metrics_path = tmp_path / "metrics.json"
+    items_path = tmp_path / "items.json.gz"
     arguments = ["--model", str(model), "--include-path", str(tasks), "--metrics", str(metrics_path)]
+    arguments += ["--items", str(items_path)]
     tasks_to_run = ["onmerge_gsm8k", "onmerge_math401", "onmerge_mbpp", "onmerge_function_calling"]
     sampling = ["temperature=0.7", "top_p=0.8", "top_k=20", "repetition_penalty=1.05"]
     main(["evaluate", "lm-eval", *arguments, "--tasks", *tasks_to_run, "--batch-size", "64", "--sampling", *sampling])
@@ -223,11 +227,32 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
     assert record["step"] == "evaluate" and record["settings"]["tasks"] == tasks_to_run and record["seconds"] > 0
     assert set(record["inputs"]) == {"model", "include_path"}
     assert "model.safetensors" in record["inputs"]["model"]["sha256"]
+    # The paper columns' items: named as the metrics are, ids from the docs, each mean the reported value.
+    items = read_items(items_path)
+    assert set(items) == {name for name in PAPER_METRICS if name in metrics}
+    assert items["onmerge_gsm8k/acc"].ids == tuple(doc_ids["onmerge_gsm8k"])
+    assert len(items["onmerge_function_calling/acc"].ids) == 8  # the group pools its four tasks' docs
+    assert items["onmerge_function_calling/acc"].ids[0].startswith("onmerge_fc_")
+    for name, entry in items.items():
+        assert entry.value == pytest.approx(metrics[name]["value"])
 
 
 def test_a_malformed_sampling_setting_is_a_usage_error(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(
-            ["evaluate", "lm-eval", "--model", "m", "--tasks", "t", "--metrics", "x", "--sampling", "top_p"]
+            [
+                "evaluate",
+                "lm-eval",
+                "--model",
+                "m",
+                "--tasks",
+                "t",
+                "--metrics",
+                "x",
+                "--items",
+                "y",
+                "--sampling",
+                "top_p",
+            ]
         )
     assert "is not KEY=NUMBER" in capsys.readouterr().err

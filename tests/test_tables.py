@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -12,6 +13,8 @@ from onmerge import tables
 from onmerge.aggregate import PAPER_COLUMNS
 from onmerge.config import SCHEMAS, load_preset
 from onmerge.grid import all_models
+from onmerge.items import Items
+from onmerge.paired import MeanMeasure, PairedBootstrap
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 BACKBONE = "qwen1.5-7b"
@@ -100,6 +103,31 @@ def hand_made_results(rename=None, drop=(), overrides=None):
     return tables.Results(pd.DataFrame(rows))
 
 
+def hand_made_bootstrap(rename=None, overrides=None):
+    """Per-item outcomes agreeing with `hand_made_results`: every item of a model scores its value (plus noise that
+    every model shares, so that paired contrasts are exact), for Table 1's paired intervals."""
+    noise = np.linspace(-0.5, 0.5, 4)
+    measures = {}
+    for template, level in LEVELS.items():
+        for seed in (0, 1):
+            path = (rename or {}).get(template.format(seed=seed), template.format(seed=seed))
+            value = level + 2 * seed
+            by_metric = {}
+            for metric in (*PAPER_COLUMNS, "mt_bench", "alpacaeval2_lc"):
+                measured = (overrides or {}).get((path, metric), value * (0.1 if metric == "mt_bench" else 1.0))
+                scale = 1.0 if metric == "mt_bench" else 100.0
+                items = Items(tuple("abcd"), (measured + noise) / scale, np.ones(4))
+                by_metric[metric] = MeanMeasure(items, scale)
+            measures[path] = by_metric
+    return PairedBootstrap(measures.__getitem__, resamples=2000)
+
+
+def build(results=None, preset=None, bootstrap=None):
+    return tables.build(
+        results or hand_made_results(), preset or hand_made_preset(), PAPER, bootstrap or hand_made_bootstrap()
+    )
+
+
 def cell(frame, row, column, table=None):
     selected = frame[(frame["row"] == row) & (frame["column"] == column)]
     if table is not None:
@@ -116,7 +144,7 @@ def test_the_hand_made_set_covers_exactly_the_preset():
 
 @pytest.fixture(scope="module")
 def built():
-    return tables.build(hand_made_results(), hand_made_preset(), PAPER)
+    return build()
 
 
 def test_table4_values_uncertainty_selection_and_published(built):
@@ -151,7 +179,10 @@ def test_table1_is_table4_against_adamw(built):
     table1, _ = built["table1"]
     kl = cell(table1, "kl", "benchmark_avg")
     assert kl["value"] == pytest.approx(10.0)
-    assert kl["stderr"] == pytest.approx(1.0)  # hypot(sqrt(2)/2, sqrt(2)/2)
+    # The paired interval: items cancel; each row's two seeds (KL 60, 62; AdamW 50, 52) give seed means 60-62 and
+    # 50-52, and a difference of 8 or 12 has probability 1/16 > 2.5% each: [8, 12], significant.
+    assert (kl["low"], kl["high"], kl["significant"]) == (pytest.approx(8.0), pytest.approx(12.0), True)
+    assert math.isnan(kl["stderr"]) and kl["models"] == ";".join(KL_STRONG.format(seed=seed) for seed in (0, 1))
     assert kl["published"] == pytest.approx(58.5 - 58.4) and kl["difference"] == pytest.approx(10.0 - 0.1)
     assert kl["rank"] == 1  # ranked as in Table 4
     assert cell(table1, "adamw", "benchmark_avg")["value"] == 51.0  # AdamW stays absolute
@@ -204,11 +235,11 @@ def test_markdown_layout_marks_and_published_lines(built, tmp_path):
     assert ema.count("not run") == 10
     assert "- Not run: qwen1.5-7b / EMA (the preset does not plan this row)" in lines
     table1 = (tmp_path / "table1.md").read_text()
-    assert "| KL | beta=1 | " in table1 and "**+10.0 ± 1.0 (sd 1.4, n=2)**" in table1
+    assert "| KL | beta=1 | " in table1 and "**+10.0 [+8.0, +12.0]† (sd 1.4, n=2)**" in table1
     frame = pd.read_csv(tmp_path / "table4.csv")
     assert list(frame.columns) == [
-        "table", "backbone", "group", "row", "label", "setting", "column", "value", "stderr", "seed_sd", "published",
-        "difference", "seeds", "status", "rank", "missing_cells",
+        "table", "backbone", "group", "row", "label", "setting", "column", "value", "stderr", "seed_sd", "low", "high",
+        "published", "difference", "seeds", "status", "rank", "significant", "models", "missing_cells",
     ]  # fmt: skip
     tex = (tmp_path / "table4.tex").read_text()
     assert r"\begin{tabular}{lll" + "r" * 10 + "}" in tex
@@ -227,7 +258,7 @@ def test_toy_tables_show_the_published_table_apart_never_mixed_in(tmp_path):
             rename[path] = path.replace(BACKBONE, "qwen-s")
     results = hand_made_results(rename=rename)
     preset = hand_made_preset(backbones=backbones, world=True)
-    built = tables.build(results, preset, PAPER)
+    built = build(results, preset, hand_made_bootstrap(rename=rename))
     table4, _ = built["table4"]
     assert table4["published"].isna().all() and table4["difference"].isna().all()
     assert cell(table4, "kl", "benchmark_avg")["value"] == 61.0
@@ -246,7 +277,7 @@ def test_a_missing_or_incomplete_cell_is_reported_missing_never_dropped_or_fille
     kl_weak1 = KL_WEAK.format(seed=1)
     ties1 = f"{MERGES}/ties/density~0.5_weight~0.5".format(seed=1)
     drop = {(ondare0, "mt_bench"), (kl_weak1, "benchmark_avg"), (ties1, None)}
-    built = tables.build(hand_made_results(drop=drop), hand_made_preset(), PAPER)
+    built = build(hand_made_results(drop=drop))
     table4, _ = built["table4"]
     assert len(table4) == len(tables.MAIN_ROWS) * len(tables.MAIN_COLUMNS)  # nothing dropped
     ondare_mt = cell(table4, "ondare", "mt_bench")
@@ -271,8 +302,8 @@ def test_a_missing_or_incomplete_cell_is_reported_missing_never_dropped_or_fille
 def test_select_by_picks_the_searched_setting_by_another_metric():
     judged_better = {(KL_WEAK.format(seed=seed), "mt_bench"): 9.0 for seed in (0, 1)}
     results = hand_made_results(overrides=judged_better)
-    by_average = tables.build(results, hand_made_preset(), PAPER)["table4"][0]
-    by_reward = tables.build(results, hand_made_preset() | {"select_by": "mt_bench"}, PAPER)["table4"][0]
+    by_average = build(results)["table4"][0]
+    by_reward = build(results, hand_made_preset() | {"select_by": "mt_bench"})["table4"][0]
     assert cell(by_average, "kl", "mt_bench")["setting"] == "beta=1"
     assert cell(by_reward, "kl", "mt_bench")[["setting", "value"]].tolist() == ["beta=0.01", 9.0]
     schema = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())

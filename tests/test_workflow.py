@@ -41,6 +41,7 @@ def paper_jobs(*, train: int, merge: int, evaluate: int, figures: int) -> dict[s
         "judge": judged,
         "tables": 1,
         "figures": figures,
+        "verdicts": 1,
     }
 
 
@@ -53,7 +54,7 @@ def paper_jobs(*, train: int, merge: int, evaluate: int, figures: int) -> dict[s
         (
             "toy",
             {"toy_tokenizer": 2, "toy_base": 3, "toy_sft": 3, "train": 56, "merge": 21, "evaluate": 80, "judge": 80}
-            | {"tables": 1, "figures": 1},
+            | {"tables": 1, "figures": 1, "verdicts": 1},
         ),
         # Table 1 block (13 trainings with the KL and EMA searches, 35 offline merges), Table 2, Figures 2 and 3,
         # and the interpolation curve; each evaluated model also answers and is judged on MT-Bench and AlpacaEval
@@ -187,6 +188,12 @@ def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     assert ours == pytest.approx(measured)
     markdown = (results_dir / "tables" / "table4.md").read_text()
     assert "- Not run: qwen-s / KL (the preset does not plan this row)" in markdown
+    table1 = pd.read_csv(results_dir / "tables" / "table1.csv")
+    ondare = table1[(table1["row"] == "ondare") & (table1["column"] == "benchmark_avg")].iloc[0]
+    assert ondare["low"] <= ondare["value"] <= ondare["high"]  # its paired interval, from the items files
+    verdicts = pd.read_csv(results_dir / "verdicts.csv").groupby("claim")["verdict"].first()
+    assert verdicts["C1"] == "not planned" and verdicts["C3"] in ("supported", "contradicted", "inconclusive")
+    assert "C3" in (results_dir / "verdicts.md").read_text()
     cells = pd.read_csv(results_dir / "provenance" / "cells.csv")
     assert set(cells["path"]) == set(results["path"])
     assert cells.set_index("path").loc[ONDARE, ["train_s", "evaluate_s", "judge_s"]].gt(0).all()
@@ -196,7 +203,8 @@ def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     made = snakemake("--report", str(report), "--config", "preset=smoke", workdir=smoke_run)
     assert made.returncode == 0, made.stderr[-3000:]
     page = report.read_text()
-    assert all(name in page for name in ("table1.html", "table4.html", "tables5to7.html", "provenance.html"))
+    names = ("table1.html", "table4.html", "tables5to7.html", "provenance.html", "verdicts.html")
+    assert all(name in page for name in names)
     assert "differences against AdamW" in page  # a caption from workflow/report/
 
 
@@ -275,8 +283,11 @@ def test_a_trained_cell_killed_and_run_again_gives_byte_identical_weights_and_me
 def test_a_merged_cell_run_again_gives_byte_identical_weights_and_metrics(smoke_run):
     dare = "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/dare/density~0.5_weight~0.5"  # random drop masks, seeded
     first, second = _rerun_cell(smoke_run, dare, {"merge": 1, "evaluate": 1, "judge": 1})
-    assert {"model/model.safetensors", "eval/metrics.json", "model/provenance.json"} <= set(first)
+    assert {"model/model.safetensors", "eval/metrics.json", "eval/items.json.gz", "model/provenance.json"} <= set(first)
     assert _without_records(second) == _without_records(first)
+    # the rebuilt cell's evaluation is newer than what was built on it: the full run updates exactly that
+    downstream = snakemake("--dry-run", "--config", "preset=smoke", workdir=smoke_run)
+    assert job_counts(downstream.stdout) == {"aggregate": 1, "tables": 1, "verdicts": 1, "provenance": 1, "all": 1}
     assert json.loads(second["model/provenance.json"])["settings"] == {
         "method": "dare",
         "weight": 0.5,
@@ -292,7 +303,7 @@ def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
     changed = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
     assert changed.returncode == 0, changed.stderr
-    after_training = {"aggregate": 1, "tables": 1, "provenance": 1, "all": 1}
+    after_training = {"aggregate": 1, "tables": 1, "verdicts": 1, "provenance": 1, "all": 1}
     assert job_counts(changed.stdout) == {"train": 1, "evaluate": 1, "judge": 1} | after_training
     assert "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.002_k~1/seed~0/model" in changed.stdout
 

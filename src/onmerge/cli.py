@@ -255,15 +255,28 @@ def _judge_alpacaeval(args: argparse.Namespace) -> None:
     _judge_through_api(args, "AlpacaEval", alpacaeval.judge_file, args.instructions, **options)
 
 
+def _paper_metrics(world: str) -> dict[str, str]:
+    """The evaluations' metric names -> the paper's columns, for the toy world's or lm-eval's metric names."""
+    if world == "toy":
+        from onmerge.toyworld.world import PAPER_METRICS
+    else:
+        from onmerge.lm_evaluation import PAPER_METRICS
+    return PAPER_METRICS
+
+
+def _bootstrap(root: Path, world: str):
+    """Paired contrasts between the models under `root` (results/<preset>), from their per-item outcomes."""
+    from onmerge.paired import PairedBootstrap, read_measures
+
+    metrics = _paper_metrics(world)
+    return PairedBootstrap(lambda path: read_measures(root / path / "eval", metrics))
+
+
 def _aggregate(args: argparse.Namespace) -> None:
     from onmerge.aggregate import results_table
     from onmerge.atomic import write_text
 
-    if args.world == "toy":
-        from onmerge.toyworld.world import PAPER_METRICS
-    else:
-        from onmerge.lm_evaluation import PAPER_METRICS
-    table = results_table(args.root, args.models, PAPER_METRICS)
+    table = results_table(args.root, args.models, _paper_metrics(args.world))
     write_text(args.out, table.to_csv(index=False))
     print(f"{len(args.models)} models, {len(table)} rows -> {args.out}")
 
@@ -273,9 +286,22 @@ def _tables(args: argparse.Namespace) -> None:
     from onmerge.config import load_preset
 
     preset = load_preset(args.preset)
-    built = tables.build(tables.Results.read(args.results), preset, args.paper)
+    built = tables.build(tables.Results.read(args.results), preset, args.paper, _bootstrap(args.root, args.world))
     tables.write(built, preset, args.out_dir)
     print(f"{', '.join(built)} -> {args.out_dir}")
+
+
+def _verdicts(args: argparse.Namespace) -> None:
+    from onmerge import verdicts
+    from onmerge.config import load_preset
+    from onmerge.tables import Results
+
+    preset = load_preset(args.preset)
+    context = verdicts.Context(preset, Results.read(args.results), args.paper)
+    frame = verdicts.verdicts(context, _bootstrap(args.root, args.world))
+    verdicts.write(frame, preset, args.out_dir)
+    for claim, records in frame.groupby("claim", sort=False):
+        print(f"{claim}: {records['verdict'].iloc[0]}")
 
 
 def _figures(args: argparse.Namespace) -> None:
@@ -472,11 +498,17 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--out", type=Path, required=True)
     step.add_argument("models", nargs="+", help="model paths under the root (onmerge.grid)")
 
-    step = command(commands, "tables", _tables, "the paper's tables from results.csv, beside the published ones")
-    step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
-    step.add_argument("--preset", required=True, help="the preset's name or YAML path")
-    step.add_argument("--paper", type=Path, required=True, help="the published tables (results/paper)")
-    step.add_argument("--out-dir", type=Path, required=True)
+    for name, run, help in (
+        ("tables", _tables, "the paper's tables from results.csv, beside the published ones"),
+        ("verdicts", _verdicts, "each of the paper's claims: supported, contradicted or inconclusive"),
+    ):  # both compare models through their per-item outcomes
+        step = command(commands, name, run, help)
+        step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
+        step.add_argument("--preset", required=True, help="the preset's name or YAML path")
+        step.add_argument("--paper", type=Path, required=True, help="the published tables (results/paper)")
+        step.add_argument("--root", type=Path, required=True, help="results/<preset>: the models' per-item outcomes")
+        step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names to read")
+        step.add_argument("--out-dir", type=Path, required=True)
 
     step = command(commands, "figures", _figures, "the paper's figures (PNG) from results.csv")
     step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")

@@ -18,6 +18,7 @@ This module imports nothing heavy: Snakemake reads it while it parses the workfl
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -246,6 +247,17 @@ def all_models(preset: Mapping[str, Any]) -> list[Model]:
         for model in study_models(preset, study):
             models.setdefault(model.path, model)
     return list(models.values())
+
+
+def seed_replicates(preset: Mapping[str, Any], cell: TrainCell) -> tuple[TrainCell, ...]:
+    """The cell at every seed that some study of the preset plans for its setting, in seed order: a row of a table
+    shows the mean over all of them, and a verdict resamples them."""
+    seeds = {cell.seed} | {
+        model.seed
+        for model in all_models(preset)
+        if isinstance(model, TrainCell) and dataclasses.replace(model, seed=cell.seed) == cell
+    }
+    return tuple(dataclasses.replace(cell, seed=seed) for seed in sorted(seeds))
 
 
 def offline_merges(offline: Mapping[str, Any], cell: TrainCell) -> Iterator[MergeCell]:

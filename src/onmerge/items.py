@@ -47,14 +47,17 @@ class Items:
 
     def aligned(self, ids: tuple[str, ...]) -> Items:
         """The same outcomes in the order of `ids`, which must name exactly these items (paired comparisons)."""
-        if ids == self.ids:
-            return self
-        position = {item: index for index, item in enumerate(self.ids)}
-        if len(ids) != len(position) or any(item not in position for item in ids):
-            missing = sorted(set(ids) ^ set(position))[:5]
-            raise ValueError(f"the two evaluations scored different items (e.g. {missing}): they cannot be paired")
-        order = np.fromiter((position[item] for item in ids), dtype=np.int64, count=len(ids))
+        order = positions(self.ids, ids)
         return Items(ids, self.scores[order], self.weights[order])
+
+
+def positions(own: tuple[str, ...], ids: tuple[str, ...]) -> np.ndarray:
+    """Where each of `ids` stands in `own`; the two must name the same items, else they cannot be paired."""
+    index = {item: position for position, item in enumerate(own)}
+    if len(ids) != len(index) or len(own) != len(index) or any(item not in index for item in ids):
+        differing = sorted(set(ids) ^ set(index))[:5]
+        raise ValueError(f"two evaluations scored different items (e.g. {differing}): they cannot be paired")
+    return np.fromiter((index[item] for item in ids), dtype=np.int64, count=len(ids))
 
 
 def sample_items(samples: Iterable[Mapping[str, Any]], metric: str, filter_name: str = "none", prefix: str = ""):

@@ -19,7 +19,8 @@ from typing import Any
 import pandas as pd
 
 from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS, mean_with_stderr
-from onmerge.grid import MERGES, Checkpoint, Model, method_cells, offline_merges
+from onmerge.grid import MERGES, Checkpoint, Model, method_cells, offline_merges, seed_replicates
+from onmerge.paired import PairedBootstrap
 
 SELECT_BY = "benchmark_avg"  # the paper keeps the "best" searched setting without naming the metric
 OK, MISSING, NOT_RUN, PUBLISHED = "ok", "missing", "not run", "published"
@@ -173,7 +174,10 @@ def setting_of(candidate: Candidate) -> str:
 
 
 def row_candidates(preset: Mapping[str, Any], study: Mapping[str, Any], backbone: str, loss: str, row: str):
-    """The settings a row of a study covers (each a model per seed), or None if the study does not run the row."""
+    """The settings a row of a study covers (each a model per seed), or None if the study does not run the row.
+
+    A trained row has every seed the preset plans for its setting (a study with more seeds, e.g. the headline
+    study, adds them to the same cell's row elsewhere); an offline merge has its study's seeds."""
     seeds = study.get("seeds", preset["seeds"])
     if row == "reference":
         return [(Checkpoint(backbone, "sft"),)]
@@ -189,11 +193,12 @@ def row_candidates(preset: Mapping[str, Any], study: Mapping[str, Any], backbone
             ]
             for seed in seeds
         ]
-    else:
-        if row not in study["methods"]:
-            return None
-        per_seed = [method_cells(preset, row, backbone, loss, seed, study.get("vary")) for seed in seeds]
-    return list(zip(*per_seed, strict=True))
+        return list(zip(*per_seed, strict=True))
+    if row not in study["methods"]:
+        return None
+    return [
+        seed_replicates(preset, cell) for cell in method_cells(preset, row, backbone, loss, seeds[0], study.get("vary"))
+    ]
 
 
 def choose(results: Results, candidates: list[Candidate], select_by: str) -> tuple[Candidate | None, list[str]]:
@@ -207,7 +212,7 @@ def choose(results: Results, candidates: list[Candidate], select_by: str) -> tup
 
 
 def _record(table: str, backbone: str, group: str, row: str, label: str, column: str, **fields) -> dict[str, Any]:
-    base = dict.fromkeys(("value", "stderr", "seed_sd", "published", "difference"), math.nan)
+    base = dict.fromkeys(("value", "stderr", "seed_sd", "low", "high", "published", "difference"), math.nan)
     return {
         "table": table,
         "backbone": backbone,
@@ -220,6 +225,8 @@ def _record(table: str, backbone: str, group: str, row: str, label: str, column:
         "seeds": 0,
         "status": OK,
         "rank": 0,
+        "significant": False,
+        "models": "",
         "missing_cells": "",
     } | fields
 
@@ -261,6 +268,7 @@ def _row_records(
             )
         else:
             fields = {"value": estimate.value, "stderr": estimate.stderr, "seed_sd": estimate.seed_sd}
+            fields["models"] = ";".join(model.path for model in chosen)
             records.append(
                 _record(table, backbone, group, row, label, column, setting=setting, seeds=estimate.seeds, **fields)
             )
@@ -280,27 +288,34 @@ def main_table(results: Results, preset: Mapping[str, Any], table: str, columns:
     return pd.DataFrame(records)
 
 
-def differences(table4: pd.DataFrame) -> pd.DataFrame:
+def differences(table4: pd.DataFrame, bootstrap: PairedBootstrap | None) -> pd.DataFrame:
     """Table 1: every row of Table 4 as its difference from AdamW; AdamW itself stays absolute, as the paper prints.
 
-    The standard errors of independent evaluations add in quadrature.
+    Each difference comes with its 95% paired bootstrap interval (`onmerge.paired`: the same items for both rows,
+    each row's seeds resampled) and is `significant` where the interval excludes zero; the published table
+    (`bootstrap` None) has values only.
     """
     frame = table4.copy()
     frame["table"] = "table1"
+    frame["stderr"] = math.nan  # the paired interval replaces the per-row standard error
     adamw = frame[frame["row"] == "adamw"].set_index(["backbone", "column"])
     for index, record in frame.iterrows():
         if record["row"] == "adamw" or record["status"] == NOT_RUN:
             continue
         base = adamw.loc[(record["backbone"], record["column"])]
         if base["status"] != OK or record["status"] != OK:
-            frame.loc[index, ["value", "stderr", "seed_sd"]] = math.nan
+            frame.loc[index, ["value", "seed_sd"]] = math.nan
             frame.loc[index, "status"] = MISSING
             lacking = base["missing_cells"] if base["status"] == MISSING else "AdamW (not run)"
             if base["status"] != OK:
                 frame.loc[index, "missing_cells"] = ";".join(filter(None, [record["missing_cells"], lacking]))
             continue
         frame.loc[index, "value"] = record["value"] - base["value"]
-        frame.loc[index, "stderr"] = math.hypot(record["stderr"], base["stderr"])
+        if bootstrap is not None:
+            terms = [(1.0, tuple(record["models"].split(";"))), (-1.0, tuple(base["models"].split(";")))]
+            estimate = bootstrap.contrast(terms, record["column"])
+            frame.loc[index, ["low", "high"]] = estimate.low, estimate.high
+            frame.loc[index, "significant"] = estimate.low > 0 or estimate.high < 0
     return frame
 
 
@@ -373,7 +388,7 @@ def published(paper_dir: Path, table: str) -> pd.DataFrame:
                 fields = {"value": float(paper[column]), "status": PUBLISHED}
                 records.append(_record(table, paper["backbone"], row.group, row.name, row.label, column, **fields))
         result = pd.DataFrame(records)
-        return differences(result.assign(status=OK)).assign(status=PUBLISHED) if table == "table1" else result
+        return differences(result.assign(status=OK), None).assign(status=PUBLISHED) if table == "table1" else result
     if table == "table2":
         for paper in frame.to_dict("records"):
             label, method = f"alpha={float(paper['alpha']):g}", paper["optimizer"]
@@ -404,8 +419,11 @@ def beside_published(ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping[st
     return frame
 
 
-def build(results: Results, preset: Mapping[str, Any], paper_dir: Path) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
-    """Every table the preset's studies make: (ours, the published table) by name.
+def build(
+    results: Results, preset: Mapping[str, Any], paper_dir: Path, bootstrap: PairedBootstrap
+) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
+    """Every table the preset's studies make: (ours, the published table) by name; `bootstrap` (the preset's
+    per-item outcomes) gives Table 1's paired intervals.
 
     For the paper presets ours carries the published value and the difference; for the toy world the published table
     is kept apart, to be shown beside ours for shape only.
@@ -414,7 +432,7 @@ def build(results: Results, preset: Mapping[str, Any], paper_dir: Path) -> dict[
     names = table_names(preset)
     if "table4" in names:
         table4 = mark_ranks(main_table(results, preset, "table4", MAIN_COLUMNS))
-        tables["table1"] = differences(table4)  # ranked as Table 4: the differences share AdamW's offset
+        tables["table1"] = differences(table4, bootstrap)  # ranked as Table 4: the differences share AdamW's offset
         tables["table4"] = table4
         tables["tables5to7"] = mark_ranks(main_table(results, preset, "tables5to7", tuple(PAPER_COLUMNS)))
     if "table2" in names:
@@ -436,6 +454,11 @@ LEGEND = (
     "Each value: the mean over seeds ± lm-eval's standard error, propagated to the categories and the Benchmark Avg.; "
     "with several seeds, (sd over seeds, n) follows. The judged AlpacaEval LC win rate has no standard error.",
     "Best and second best per column marked (bold, underlined); the Reference is not ranked.",
+)
+DIFFERENCES_NOTE = (
+    "Table 1: each row minus AdamW, with its 95% paired bootstrap interval in brackets (both rows scored on the same "
+    "items, resampled together per column; each row's seeds resampled; onmerge.paired); † where the interval "
+    "excludes zero. No correction for the many cells: see the verdicts for claims."
 )
 SEARCH_NOTE = "A searched row (KL, EMA, offline merges) reports its setting with the highest {select_by}: see Setting."
 
@@ -464,13 +487,17 @@ def _number(value: float, digits: int, signed: bool) -> str:
 
 
 def cell_text(record: Mapping[str, Any], signed: bool, plus_minus: str = "±") -> str:
-    """A cell as printed: `value ± stderr (sd s, n=k)`, or `missing` / `not run`."""
+    """A cell as printed: `value ± stderr (sd s, n=k)`, a difference as `value [low, high]†` (its paired interval,
+    † where it excludes zero), or `missing` / `not run`."""
     if record["status"] in (MISSING, NOT_RUN):
         return record["status"]
     digits = DIGITS.get(record["column"], 2)
     text = _number(record["value"], digits, signed)
     if not math.isnan(record["stderr"]):
         text += f" {plus_minus} {record['stderr']:.{digits}f}"
+    if not math.isnan(record["low"]):
+        low, high = (_number(record[bound], digits, signed) for bound in ("low", "high"))
+        text += f" [{low}, {high}]" + ("†" if record["significant"] else "")
     if record["seeds"] > 1:
         text += f" (sd {record['seed_sd']:.{digits}f}, n={record['seeds']})"
     return text
@@ -557,6 +584,8 @@ def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping
     selected_by = LABELS[select_by(preset)]
     parts: list[Part] = [("heading", f"{TITLES[name]} — preset `{preset['name']}`")]
     parts += [("bullet", line) for line in LEGEND]
+    if name == "table1":
+        parts.append(("bullet", DIFFERENCES_NOTE))
     if name != "table2":
         parts.append(("bullet", SEARCH_NOTE.format(select_by=selected_by)))
     if not toy:
@@ -621,7 +650,15 @@ def _html_mark(text: str, rank: int) -> str:
     return f"<b>{text}</b>" if rank == 1 else f"<u>{text}</u>" if rank == 2 else text
 
 
-_LATEX_ESCAPES = {"_": r"\_", "%": r"\%", "&": r"\&", "#": r"\#", "~": r"\textasciitilde{}", "Δ": r"$\Delta$"}
+_LATEX_ESCAPES = {
+    "_": r"\_",
+    "%": r"\%",
+    "&": r"\&",
+    "#": r"\#",
+    "~": r"\textasciitilde{}",
+    "Δ": r"$\Delta$",
+    "†": r"$^\dagger$",
+}
 
 
 def _tex(text: str) -> str:

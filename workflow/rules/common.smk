@@ -49,8 +49,10 @@ JUDGE_CACHE = "results/judge-cache"  # judgments depend only on the request: sha
 
 
 def evaluation_files(models):
-    """What a finished evaluation of each model leaves: its benchmark metrics and its judged benchmarks' scores."""
-    names = ["metrics.json", *(["alpacaeval.json"] if TOY else [f"{judged}.json" for judged in JUDGES])]
+    """What a finished evaluation of each model leaves: its benchmark metrics, their per-item scores and its judged
+    benchmarks' scores."""
+    judged = ["alpacaeval.json"] if TOY else [f"{judged}.json" for judged in JUDGES]
+    names = ["metrics.json", "items.json.gz", *judged]
     return [f"{RESULTS}/{model.path}/eval/{name}" for model in models for name in names]
 
 

@@ -21,6 +21,7 @@ if TABLES:
         """The paper's tables (Markdown, CSV, LaTeX, HTML) beside the published numbers."""
         input:
             results=f"{RESULTS}/results.csv",
+            evaluations=evaluation_files(MODELS),  # Table 1's paired intervals read the per-item outcomes
             preset=preset_path(config["preset"]),
             paper=[PAPER / name for name in sorted(set(tables.PAPER_FILES.values()))],
         output:
@@ -37,11 +38,46 @@ if TABLES:
             preset=config["preset"],
             paper=lambda wildcards, input: Path(input.paper[0]).parent,
             out_dir=lambda wildcards, output: Path(output[0]).parent,
+            root=lambda wildcards, input: Path(input.results).parent,
+            world=METRIC_NAMES,
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli tables --results {input.results} --preset {params.preset} --paper {params.paper}"
-            " --out-dir {params.out_dir} > {log} 2>&1"
+            "python -m onmerge.cli tables --results {input.results} --preset {params.preset:q} --paper {params.paper:q}"
+            " --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q} > {log} 2>&1"
+
+
+localrules:
+    verdicts,
+
+
+rule verdicts:
+    """Each of the paper's claims answered from this run's paired differences: supported, contradicted,
+    inconclusive or not planned (onmerge.verdicts states the rule)."""
+    input:
+        results=f"{RESULTS}/results.csv",
+        evaluations=evaluation_files(MODELS),
+        preset=preset_path(config["preset"]),
+        paper=[PAPER / name for name in sorted(set(tables.PAPER_FILES.values()))],
+    output:
+        f"{RESULTS}/verdicts.md",
+        f"{RESULTS}/verdicts.csv",
+        report(f"{RESULTS}/verdicts.html", caption="../report/verdicts.rst", category="Verdicts"),
+    log:
+        f"{LOGS}/verdicts.log",
+    benchmark:
+        f"{BENCHMARKS}/verdicts.tsv"
+    params:
+        preset=config["preset"],
+        paper=lambda wildcards, input: Path(input.paper[0]).parent,
+        root=lambda wildcards, input: Path(input.results).parent,
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+        world=METRIC_NAMES,
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "python -m onmerge.cli verdicts --results {input.results} --preset {params.preset:q} --paper {params.paper:q}"
+        " --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q} > {log} 2>&1"
 
 
 if FIGURES:
@@ -99,6 +135,7 @@ rule provenance:
 
 # What `rule all` asks for: a preset without a table's or figure's study has no such output.
 REPORTED = [
+    *rules.verdicts.output,
     *(rules.tables.output if TABLES else []),
     *(rules.figures.output if FIGURES else []),
     *rules.provenance.output,

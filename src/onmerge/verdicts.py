@@ -1,0 +1,513 @@
+"""Does online merging work? Each of the paper's claims answered from this run, beside the paper's own effect.
+
+A claim rests on comparisons between table rows (each a model per seed), every one a paired contrast with a
+bootstrap interval (`onmerge.paired`), and says which side of zero the paper puts it on. The rule:
+- a comparison is *supported* when its interval lies on the paper's side of zero (for a robustness comparison,
+  above minus its margin), *contradicted* when it lies wholly on the other side, and *inconclusive* otherwise;
+- the intervals of one claim are Bonferroni-adjusted (level 1 - 0.05 / comparisons), so that a claim resting on
+  many comparisons is not called contradicted or supported by chance;
+- a claim is *contradicted* if any of its comparisons is, *supported* if every comparison it requires is (checks
+  of shape, such as each step of the interpolation curve, can only contradict), and *inconclusive* otherwise;
+- a claim whose study the preset does not plan is *not planned*.
+The paper's claims are universal ("for every backbone", "for IPO and KTO"): one significant counter-example
+refutes one, and support needs every instance.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from onmerge import tables
+from onmerge.grid import Checkpoint, MergeCell
+from onmerge.paired import PairedBootstrap, Term
+
+FAMILY_LEVEL = 0.95  # each claim's comparisons together
+SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_PLANNED = "supported", "contradicted", "inconclusive", "not planned"
+HIGHER, LOWER, NOT_LOWER = "higher", "lower", "not lower"
+ONLINE = ("onties", "ondare")
+BASELINES = ("kl", "ema", "childtuning", "lora", "linear", "dare", "ties")  # Table 1's rows that C4 names
+# "Robust": at most this much worse than at the default reserve rate (C5). Benchmark Avg. in points; MT-Bench five
+# times the judge noise the paper quotes (0.05).
+MARGINS = {"benchmark_avg": 2.0, "mt_bench": 0.25}
+ROBUST_DOWN_TO = 5e-4  # the paper: robust down to a reserve rate of about 5e-4 (Figure 2)
+# Figure 4, quoted in the paper's text: AdamW's MT-Bench at DPO beta 1e-3 (Qwen1.5-7B); the curve has no table.
+FIGURE4_ADAMW_MT_BENCH = 6.25
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One contrast a claim rests on, the side of zero the paper puts it on, and the paper's own value of it."""
+
+    backbone: str
+    label: str
+    metric: str
+    terms: tuple[Term, ...]
+    expected: str
+    margin: float = 0.0
+    required: bool = True  # False: a check of shape, which can only contradict
+    published: float = math.nan
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    statement: str
+    studies: tuple[str, ...]  # it rests on the first of these the preset plans
+    plan: Callable[[Context, str], list[Comparison]]
+
+
+@dataclass
+class Context:
+    """What planning needs: the preset, the results (to pick a searched row's setting as the tables do) and the
+    published tables in the tidy layout of `onmerge.tables.published`."""
+
+    preset: Mapping[str, Any]
+    results: tables.Results
+    paper_dir: Path
+    _published: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    def row(self, study: str, backbone: str, row: str, loss: str = "dpo") -> tuple[str, ...] | None:
+        """A table row's models (one per seed; a searched row at its chosen setting), or None if not planned."""
+        candidates = tables.row_candidates(self.preset, self.preset["studies"][study], backbone, loss, row)
+        if not candidates:
+            return None
+        chosen, lacking = tables.choose(self.results, candidates, tables.select_by(self.preset))
+        if chosen is None:  # verdicts run on a finished preset: a planned row without results is an error
+            raise ValueError(f"{study}: {backbone} / {row} ({loss}) has no results for {', '.join(lacking)}")
+        return _paths(chosen)
+
+    def sweep(self, study: str, backbone: str, method: str) -> dict[float, tuple[str, ...]]:
+        """A sweep study's models for one method, by the value of its varied hyper-parameter."""
+        spec = self.preset["studies"][study]
+        (param,) = spec["vary"]
+        candidates = tables.row_candidates(self.preset, spec, backbone, "dpo", method) or []
+        return {float(dict(candidate[0].params)[param]): _paths(candidate) for candidate in candidates}
+
+    def published(self, table: str, backbone: str, keys: Mapping[str, Any], column: str) -> float:
+        """A value of a published table (NaN where the paper has none), for the backbone this one mirrors."""
+        if table not in self._published:
+            self._published[table] = tables.published(self.paper_dir, table)
+        frame = self._published[table]
+        selected = frame[
+            (frame["backbone"] == tables.published_backbone(self.preset, backbone)) & (frame["column"] == column)
+        ]
+        for key, value in keys.items():
+            selected = selected[selected[key] == value]
+        return float(selected["value"].iloc[0]) if len(selected) == 1 else math.nan
+
+
+def _paths(models) -> tuple[str, ...]:
+    return tuple(model.path for model in models)
+
+
+def _difference(treatment: tuple[str, ...], control: tuple[str, ...]) -> tuple[Term, ...]:
+    return ((1.0, treatment), (-1.0, control))
+
+
+def _label(row: str) -> str:
+    return tables.LABELS.get(row, row)
+
+
+# ---- the claims -------------------------------------------------------------------------------------------------
+
+
+def _interpolation(context: Context, study: str) -> list[Comparison]:
+    """C1: along the interpolation weight (RLHF model's weight in a linear merge with its SFT model), reward falls and
+    Benchmark Avg. rises; each step of the curve may not go against that."""
+    spec = context.preset["studies"][study]
+    comparisons = []
+    for backbone in spec["backbones"]:
+        for method in spec["methods"]:
+            seeds = spec.get("seeds", context.preset["seeds"])  # the seeds this study merges
+            rlhf = [
+                cell
+                for cell in tables.row_candidates(context.preset, spec, backbone, "dpo", method)[0]
+                if cell.seed in seeds
+            ]
+            weights = sorted(float(weight) for weight in spec["interpolate"])
+            curve = [(0.0, (Checkpoint(backbone, "sft").path,))]
+            curve += [(w, tuple(MergeCell(cell, "linear", (("weight", w),)).path for cell in rlhf)) for w in weights]
+            curve.append((1.0, _paths(rlhf)))
+            nearest_sft, rlhf_paths = curve[1], curve[-1][1]
+            for metric, expected in (("benchmark_avg", HIGHER), ("mt_bench", LOWER)):
+                label = f"{_label(method)} merged at weight {nearest_sft[0]:g} - {_label(method)}"
+                terms = _difference(nearest_sft[1], rlhf_paths)
+                comparisons.append(Comparison(backbone, label, metric, terms, expected))
+                for (low_weight, low), (high_weight, high) in itertools.pairwise(curve):
+                    label = f"step: weight {low_weight:g} - weight {high_weight:g}"
+                    terms = _difference(low, high)
+                    comparisons.append(Comparison(backbone, label, metric, terms, expected, required=False))
+    return comparisons
+
+
+def _online_against_adamw(metrics: tuple[str, ...]) -> Callable[[Context, str], list[Comparison]]:
+    """C2 / C3: each online merging optimizer against AdamW (DPO), on each backbone of the study."""
+
+    def plan(context: Context, study: str) -> list[Comparison]:
+        comparisons = []
+        for backbone in context.preset["studies"][study]["backbones"]:
+            adamw = context.row(study, backbone, "adamw")
+            for online in ONLINE:
+                ours = context.row(study, backbone, online)
+                if ours is None or adamw is None:
+                    continue
+                for metric in metrics:
+                    published = context.published("table4", backbone, {"row": online}, metric) - context.published(
+                        "table4", backbone, {"row": "adamw"}, metric
+                    )
+                    label = f"{_label(online)} - AdamW"
+                    comparisons.append(
+                        Comparison(backbone, label, metric, _difference(ours, adamw), HIGHER, published=published)
+                    )
+        return comparisons
+
+    return plan
+
+
+def _online_against_baselines(context: Context, study: str) -> list[Comparison]:
+    """C4: each online optimizer above every regularisation and offline-merging baseline, on both axes."""
+    comparisons = []
+    for backbone in context.preset["studies"][study]["backbones"]:
+        for online in ONLINE:
+            ours = context.row(study, backbone, online)
+            for baseline in BASELINES:
+                theirs = context.row(study, backbone, baseline)
+                if ours is None or theirs is None:
+                    continue
+                for metric in ("benchmark_avg", "mt_bench"):
+                    published = context.published("table4", backbone, {"row": online}, metric) - context.published(
+                        "table4", backbone, {"row": baseline}, metric
+                    )
+                    label = f"{_label(online)} - {_label(baseline)}"
+                    comparisons.append(
+                        Comparison(backbone, label, metric, _difference(ours, theirs), HIGHER, published=published)
+                    )
+    return comparisons
+
+
+def _reserve_rate(context: Context, study: str) -> list[Comparison]:
+    """C5: down to p ~ 5e-4 each online optimizer stays within a margin of its default p; at the smallest p, OnTIES
+    loses more than OnDARE (it breaks down first)."""
+    spec = context.preset["studies"][study]
+    comparisons = []
+    for backbone in spec["backbones"]:
+        drops = {}
+        for method in spec["methods"]:
+            sweep = context.sweep(study, backbone, method)
+            default = float(context.preset["methods"][method]["reserve_p"])
+            if default not in sweep:
+                continue
+            for p in sorted(value for value in sweep if ROBUST_DOWN_TO <= value < default):
+                for metric, margin in MARGINS.items():
+                    label = f"{_label(method)} p={p:g} - p={default:g}"
+                    terms = _difference(sweep[p], sweep[default])
+                    comparisons.append(Comparison(backbone, label, metric, terms, NOT_LOWER, margin=margin))
+            smallest = min(sweep)
+            drops[method] = (sweep[smallest], sweep[default], smallest)
+        if set(ONLINE) <= set(drops):
+            (ties_low, ties_default, p_ties), (dare_low, dare_default, p_dare) = drops["onties"], drops["ondare"]
+            terms = ((1.0, ties_low), (-1.0, ties_default), (-1.0, dare_low), (1.0, dare_default))
+            label = f"OnTIES' change at p={p_ties:g} - OnDARE's at p={p_dare:g} (each from its default p)"
+            comparisons += [Comparison(backbone, label, metric, terms, LOWER) for metric in MARGINS]
+    return comparisons
+
+
+def _step_gap(context: Context, study: str) -> list[Comparison]:
+    """C6: the largest step-K gap gives a lower reward than K = 1 (reward falls toward AdamW's as K grows)."""
+    spec = context.preset["studies"][study]
+    comparisons = []
+    for backbone in spec["backbones"]:
+        for method in spec["methods"]:
+            sweep = context.sweep(study, backbone, method)
+            smallest, largest = min(sweep), max(sweep)
+            label = f"{_label(method)} K={largest:g} - K={smallest:g}"
+            terms = _difference(sweep[largest], sweep[smallest])
+            comparisons.append(Comparison(backbone, label, "mt_bench", terms, LOWER))
+    return comparisons
+
+
+def _other_losses(context: Context, study: str) -> list[Comparison]:
+    """C7: with IPO and KTO, each online optimizer above AdamW on both axes (Table 3)."""
+    spec = context.preset["studies"][study]
+    comparisons = []
+    for backbone in spec["backbones"]:
+        for loss in spec.get("losses", ["dpo"]):
+            adamw = context.row(study, backbone, "adamw", loss)
+            for online in ONLINE:
+                ours = context.row(study, backbone, online, loss)
+                if ours is None or adamw is None:
+                    continue
+                for metric in ("benchmark_avg", "mt_bench"):
+                    published = context.published("table3", backbone, {"group": loss, "row": online}, metric)
+                    published -= context.published("table3", backbone, {"group": loss, "row": "adamw"}, metric)
+                    label = f"{loss.upper()}: {_label(online)} - AdamW"
+                    comparisons.append(
+                        Comparison(backbone, label, metric, _difference(ours, adamw), HIGHER, published=published)
+                    )
+    return comparisons
+
+
+def _merging_weight(context: Context, study: str) -> list[Comparison]:
+    """C8: the largest merging weight alpha is worse than the smallest on both axes (Table 2)."""
+    spec = context.preset["studies"][study]
+    paper = tables.published(context.paper_dir, "table2")
+    paper_alphas = sorted({float(label.removeprefix("alpha=")) for label in paper["label"]})
+    comparisons = []
+    for backbone in spec["backbones"]:
+        for method in spec["methods"]:
+            sweep = context.sweep(study, backbone, method)
+            smallest, largest = min(sweep), max(sweep)
+            for metric in ("benchmark_avg", "mt_bench"):
+                keys = {"row": method}
+                published = context.published(
+                    "table2", backbone, keys | {"label": f"alpha={paper_alphas[-1]:g}"}, metric
+                )
+                published -= context.published(
+                    "table2", backbone, keys | {"label": f"alpha={paper_alphas[0]:g}"}, metric
+                )
+                label = f"{_label(method)} alpha={largest:g} - alpha={smallest:g}"
+                terms = _difference(sweep[largest], sweep[smallest])
+                comparisons.append(Comparison(backbone, label, metric, terms, LOWER, published=published))
+    return comparisons
+
+
+def _small_beta(context: Context, study: str) -> list[Comparison]:
+    """C9: at the smallest DPO beta, OnTIES' reward stays above the SFT reference's and AdamW's falls below it."""
+    spec = context.preset["studies"][study]
+    comparisons = []
+    for backbone in spec["backbones"]:
+        reference = (Checkpoint(backbone, "sft").path,)
+        for method, expected in (("onties", HIGHER), ("adamw", LOWER)):
+            if method not in spec["methods"]:
+                continue
+            sweep = context.sweep(study, backbone, method)
+            smallest = min(sweep)
+            published = math.nan
+            if method == "adamw":
+                published = FIGURE4_ADAMW_MT_BENCH - context.published(
+                    "table4", backbone, {"row": "reference"}, "mt_bench"
+                )
+            label = f"{_label(method)} at beta={smallest:g} - Reference"
+            terms = _difference(sweep[smallest], reference)
+            comparisons.append(Comparison(backbone, label, "mt_bench", terms, expected, published=published))
+    return comparisons
+
+
+CLAIMS = (
+    Claim(
+        "C1",
+        "Offline interpolation with the SFT model trades reward for benchmark score: along the interpolation weight "
+        "reward falls and Benchmark Avg. rises, monotonically within noise.",
+        ("interpolation",),
+        _interpolation,
+    ),
+    Claim(
+        "C2",
+        "OnDARE and OnTIES reach a higher reward (MT-Bench, AlpacaEval LC) than AdamW.",
+        ("headline", "table1"),
+        _online_against_adamw(("mt_bench", "alpacaeval2_lc")),
+    ),
+    Claim(
+        "C3",
+        "OnDARE and OnTIES keep a higher Benchmark Avg. than AdamW (less alignment tax).",
+        ("headline", "table1"),
+        _online_against_adamw(("benchmark_avg",)),
+    ),
+    Claim(
+        "C4",
+        "OnDARE and OnTIES do better, on Benchmark Avg. and on MT-Bench, than every regularisation and offline "
+        "merging baseline of Table 1.",
+        ("table1",),
+        _online_against_baselines,
+    ),
+    Claim(
+        "C5",
+        "The online optimizers stay robust as the reserve rate p falls to about 5e-4, and OnTIES breaks down first.",
+        ("figure2",),
+        _reserve_rate,
+    ),
+    Claim(
+        "C6",
+        "As the step-K gap grows, reward falls toward AdamW's.",
+        ("figure3",),
+        _step_gap,
+    ),
+    Claim(
+        "C7",
+        "The gains over AdamW hold for IPO and KTO (Table 3).",
+        ("table3",),
+        _other_losses,
+    ),
+    Claim(
+        "C8",
+        "Too large a merging weight alpha destroys the model; the best alpha is small (Table 2).",
+        ("table2",),
+        _merging_weight,
+    ),
+    Claim(
+        "C9",
+        "With a small DPO beta, OnTIES keeps the reward above the reference where AdamW falls below it (Figure 4).",
+        ("figure4",),
+        _small_beta,
+    ),
+)
+
+
+# ---- judging ----------------------------------------------------------------------------------------------------
+
+
+def outcome(expected: str, low: float, high: float, margin: float = 0.0) -> str:
+    """Where an interval lies against the paper's side of zero (or of minus the margin, for `not lower`)."""
+    threshold = -margin if expected == NOT_LOWER else 0.0
+    above, below = low > threshold, high < threshold
+    if expected == LOWER:
+        above, below = below, above
+    return SUPPORTED if above else CONTRADICTED if below else INCONCLUSIVE
+
+
+def claim_verdict(outcomes: list[tuple[str, bool]]) -> str:
+    """A claim's verdict from its comparisons' (outcome, required): see the module docstring."""
+    if not outcomes:
+        return NOT_PLANNED
+    if any(result == CONTRADICTED for result, _ in outcomes):
+        return CONTRADICTED
+    if all(result == SUPPORTED for result, required in outcomes if required):
+        return SUPPORTED
+    return INCONCLUSIVE
+
+
+COLUMNS = (
+    "claim",
+    "verdict",
+    "study",
+    "backbone",
+    "comparison",
+    "metric",
+    "seeds",
+    "estimate",
+    "low",
+    "high",
+    "level",
+    "expected",
+    "margin",
+    "required",
+    "outcome",
+    "published",
+    "models",
+)
+
+
+def verdicts(context: Context, bootstrap: PairedBootstrap) -> pd.DataFrame:
+    """One record per comparison (a `not planned` claim: one record without a comparison)."""
+    records = []
+    for claim in CLAIMS:
+        study = next((name for name in claim.studies if name in context.preset["studies"]), None)
+        comparisons = claim.plan(context, study) if study else []
+        if not comparisons:
+            records.append(
+                dict.fromkeys(COLUMNS, "") | {"claim": claim.id, "verdict": NOT_PLANNED, "study": study or ""}
+            )
+            continue
+        level = 1 - (1 - FAMILY_LEVEL) / len(comparisons)
+        rows = []
+        for comparison in comparisons:
+            estimate = bootstrap.contrast(comparison.terms, comparison.metric, level)
+            rows.append(
+                {
+                    "claim": claim.id,
+                    "study": study,
+                    "backbone": comparison.backbone,
+                    "comparison": comparison.label,
+                    "metric": comparison.metric,
+                    "seeds": " vs ".join(str(count) for count in estimate.seeds),
+                    "estimate": estimate.value,
+                    "low": estimate.low,
+                    "high": estimate.high,
+                    "level": level,
+                    "expected": comparison.expected,
+                    "margin": comparison.margin,
+                    "required": comparison.required,
+                    "outcome": outcome(comparison.expected, estimate.low, estimate.high, comparison.margin),
+                    "published": comparison.published,
+                    "models": " ".join(f"{w:+g}*[{','.join(models)}]" for w, models in comparison.terms),
+                }
+            )
+        verdict = claim_verdict([(row["outcome"], row["required"]) for row in rows])
+        records += [row | {"verdict": verdict} for row in rows]
+    return pd.DataFrame(records, columns=list(COLUMNS))
+
+
+# ---- rendering ----------------------------------------------------------------------------------------------------
+
+RULE = (
+    "Each comparison: a paired contrast between table rows scored on the same items (items resampled together per "
+    "column or prompt, each row's seeds resampled; onmerge.paired), ours with its bootstrap interval, the paper's "
+    "published value beside it where the paper prints one.",
+    "A comparison is supported when its interval lies on the paper's side of zero (a robustness comparison: above "
+    "minus its margin), contradicted when wholly on the other side, inconclusive otherwise. The intervals of one claim "
+    "are Bonferroni-adjusted to a 95% family level.",
+    "A claim is contradicted if any comparison is, supported if every required comparison is (steps of a curve can "
+    "only contradict), inconclusive otherwise; not planned if the preset has no study for it.",
+    "Seeds: the number of seeds behind each term of the contrast (1 vs 1: only the items are resampled, so training "
+    "noise is not in the interval).",
+)
+
+
+def document(frame: pd.DataFrame, preset: Mapping[str, Any]) -> list[tables.Part]:
+    """The verdicts as headings, bullets and grids: a summary, then each claim's comparisons."""
+    statements = {claim.id: claim.statement for claim in CLAIMS}
+    parts: list[tables.Part] = [("heading", f"Verdicts: the paper's claims — preset `{preset['name']}`")]
+    parts += [("bullet", line) for line in RULE]
+    summary = []
+    for claim_id, records in frame.groupby("claim", sort=False):
+        first = records.iloc[0]
+        planned = first["verdict"] != NOT_PLANNED
+        counts = records["outcome"].value_counts() if planned else {}
+        tally = ", ".join(f"{counts.get(kind, 0)} {kind}" for kind in (SUPPORTED, INCONCLUSIVE, CONTRADICTED))
+        seeds = ", ".join(sorted(set(records["seeds"]))) if planned else ""
+        line = [claim_id, statements[claim_id], first["verdict"], first["study"], seeds, tally if planned else ""]
+        summary.append([(text, 0) for text in line])
+    parts.append(tables.Grid("Summary", ["Claim", "Statement", "Verdict", "Study", "Seeds", "Comparisons"], summary, 0))
+    for claim_id, records in frame.groupby("claim", sort=False):
+        first = records.iloc[0]
+        if first["verdict"] == NOT_PLANNED:
+            continue
+        lines = []
+        for record in records.to_dict("records"):
+            digits = tables.DIGITS.get(record["metric"], 2)
+            ours = f"{record['estimate']:+.{digits}f} [{record['low']:+.{digits}f}, {record['high']:+.{digits}f}]"
+            paper = "n/a" if math.isnan(record["published"]) else f"{record['published']:+.{digits}f}"
+            expected = record["expected"] + (f" than -{record['margin']:g}" if record["expected"] == NOT_LOWER else "")
+            kind = "" if record["required"] else " (shape)"
+            cells = [
+                record["backbone"],
+                record["comparison"],
+                tables.LABELS.get(record["metric"], record["metric"]),
+                record["seeds"],
+                ours,
+                paper,
+                expected + kind,
+                record["outcome"],
+            ]
+            lines.append([(text, 0) for text in cells])
+        title = f"{claim_id} — {first['verdict']} (level {first['level']:.4f} per comparison): {statements[claim_id]}"
+        header = ["Backbone", "Comparison", "Metric", "Seeds", "Ours [interval]", "Paper", "Paper's side", "Outcome"]
+        parts.append(tables.Grid(title, header, lines, 3))
+    return parts
+
+
+def write(frame: pd.DataFrame, preset: Mapping[str, Any], out_dir: Path) -> None:
+    """`verdicts.md`, `verdicts.csv` (one record per comparison) and `verdicts.html` (the report's), atomically."""
+    from onmerge.atomic import write_text
+
+    parts = document(frame, preset)
+    write_text(Path(out_dir) / "verdicts.md", tables.markdown(parts))
+    write_text(Path(out_dir) / "verdicts.csv", frame.to_csv(index=False))
+    write_text(Path(out_dir) / "verdicts.html", tables.html(parts))
