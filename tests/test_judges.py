@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import socket
+import statistics
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -365,16 +366,19 @@ def test_sources_read_urls_and_reject_unknown_paths(judge_server, tmp_path):
 INSTRUCTIONS = [f"Describe the colour number {i} briefly." for i in range(8)]
 
 
-def alpacaeval_files(tmp_path: Path) -> tuple[Path, Path, Path, list[float]]:
-    """Instructions with reference outputs, our outputs (GOOD or BAD, of varying lengths), df_gamed.csv data, and
-    the preference the scripted judge gives each of our outputs."""
+def alpacaeval_files(tmp_path: Path, identical: tuple[int, ...] = ()) -> tuple[Path, Path, Path, list[float]]:
+    """Instructions with reference outputs, our outputs (GOOD or BAD, of varying lengths, the GOOD ones longer so
+    that the judge seems to like length; the reference's own at the positions `identical`), df_gamed.csv data, and
+    the preference each of our outputs gets (0.5 for a tie)."""
     reference = [
         {"instruction": text, "output": "REF " + "r" * (40 + 7 * i), "generator": "gpt4_turbo"}
         for i, text in enumerate(INSTRUCTIONS)
     ]
     instructions = tmp_path / "alpaca_eval_gpt4_baseline.json"
     instructions.write_text(json.dumps(reference))
-    ours = [("GOOD " if i % 3 else "BAD ") + "o" * (20 + 13 * i) for i in range(len(INSTRUCTIONS))]
+    ours = [("GOOD " if i % 3 else "BAD ") + "o" * ((90 if i % 3 else 20) + 13 * i) for i in range(len(INSTRUCTIONS))]
+    for i in identical:
+        ours[i] = reference[i]["output"]
     outputs = tmp_path / "outputs.json"
     outputs.write_text(
         json.dumps({"outputs": [{"instruction": t, "output": o} for t, o in zip(INSTRUCTIONS, ours, strict=True)]})
@@ -386,7 +390,8 @@ def alpacaeval_files(tmp_path: Path) -> tuple[Path, Path, Path, list[float]]:
         ]
     gamed = tmp_path / "df_gamed.csv"
     gamed.write_text("\n".join(rows) + "\n")
-    return instructions, outputs, gamed, [0.9 if o.startswith("GOOD") else 0.2 for o in ours]
+    preferences = [0.9 if o.startswith("GOOD") else 0.2 for o in ours]
+    return instructions, outputs, gamed, [0.5 if i in identical else p for i, p in enumerate(preferences)]
 
 
 def test_alpacaeval_judges_pairwise_in_a_seeded_order_and_scores_lc(judge_server, tmp_path):
@@ -403,13 +408,17 @@ def test_alpacaeval_judges_pairwise_in_a_seeded_order_and_scores_lc(judge_server
     assert [j["preference"] for j in result["judgments"]] == pytest.approx(expected)
     raw = result["metrics"]["alpacaeval2_raw"]
     assert raw["value"] == pytest.approx(100 * sum(expected) / len(expected)) and raw["n"] == 8
+    assert raw["stderr"] == pytest.approx(12.808688457449493, rel=1e-9)  # alpaca_eval 0.6.6's get_winrate
+    # alpaca_eval 0.6.6's get_length_controlled_winrate on these outputs, preferences and df_gamed.csv
     lc = result["metrics"]["alpacaeval2_lc"]
-    assert 0 < lc["value"] < 100 and lc["n"] == 8
-    assert set(result["provenance"]["glm_weights"]) == {
-        "np.tanh(std_delta_len)",
-        "instruction_difficulty",
-        "not_gamed_baseline.astype(float)",
+    assert lc == {
+        "value": pytest.approx(33.963741074509315, rel=1e-6),
+        "stderr": pytest.approx(2.001929191900777, rel=1e-6),
+        "n": 8,
     }
+    weights = result["provenance"]["glm_weights"]
+    assert set(weights) == {"np.tanh(std_delta_len)", "instruction_difficulty", "not_gamed_baseline.astype(float)"}
+    assert weights["np.tanh(std_delta_len)"] < -1  # the length bias the GLM takes out
     assert result["provenance"]["preferences_from_logprobs"] == 8
     posts = judge_server.posts()
     assert all(p["model"] == "gpt-4-1106-preview" and p["logprobs"] and p["max_tokens"] == 1 for p in posts)
@@ -420,6 +429,38 @@ def test_alpacaeval_judges_pairwise_in_a_seeded_order_and_scores_lc(judge_server
     first_bytes, requests_so_far = out.read_bytes(), len(judge_server.received)
     main(command)
     assert len(judge_server.received) == requests_so_far and out.read_bytes() == first_bytes
+
+
+def test_an_output_identical_to_the_reference_is_a_tie_the_judge_never_sees(judge_server, tmp_path):
+    """alpaca_eval's PairwiseAnnotatorLocal._preprocess: output_1 == output_2 is preference 1.5 (0.5 here), never
+    annotated, and counted in both win rates."""
+    instructions, outputs, gamed, expected = alpacaeval_files(tmp_path, identical=(0,))
+    out, cache = tmp_path / "alpacaeval.json", tmp_path / "cache"
+    alpacaeval.judge_file(str(instructions), outputs, cache, out, gamed_source=str(gamed), limit=8)
+
+    posts = judge_server.posts()
+    assert len(posts) == 7 and not any(INSTRUCTIONS[0] in p["messages"][1]["content"] for p in posts)
+    assert len(list(cache.rglob("*.json"))) == 7  # nothing cached for the tie
+    result = json.loads(out.read_text())
+    tie = result["judgments"][0]
+    assert (tie["preference"], tie["read_from"], tie["switched"]) == (0.5, "identical", None)
+    assert tie["output_length"] == tie["reference_length"] and 0 < tie["glm_preference"] < 1
+    assert [j["preference"] for j in result["judgments"]] == pytest.approx(expected)
+    raw = result["metrics"]["alpacaeval2_raw"]
+    assert raw == {"value": pytest.approx(67.5), "stderr": pytest.approx(11.4564392373896, rel=1e-9), "n": 8}
+    # alpaca_eval 0.6.6's get_length_controlled_winrate with output_2 == output_1 and preference 1.5 for the tie
+    lc = result["metrics"]["alpacaeval2_lc"]
+    assert lc == {
+        "value": pytest.approx(31.987690573276595, rel=1e-6),
+        "stderr": pytest.approx(3.1928175079888153, rel=1e-6),
+        "n": 8,
+    }
+    assert result["provenance"]["ties_for_identical_outputs"] == 1
+    assert result["provenance"]["preferences_from_logprobs"] == 7
+
+    requests_so_far = len(judge_server.received)
+    alpacaeval.judge_file(str(instructions), outputs, cache, out, gamed_source=str(gamed), limit=8)
+    assert len(judge_server.received) == requests_so_far  # the tie needs no preflight either
 
 
 def test_alpacaeval_inputs_are_checked_before_judging(judge_server, tmp_path):
@@ -456,6 +497,97 @@ def test_length_control_removes_a_known_length_bias(theta):
     assert raw > unbiased + 8  # the length bias the judge adds
     assert lc["value"] == pytest.approx(unbiased, abs=1.0)
     assert weights["np.tanh(std_delta_len)"] == pytest.approx(-2.0, abs=0.1)
+
+
+def noise(i: int, salt: int) -> float:
+    """A fixed pseudo-random number in [-0.5, 0.5), so the fit is not exact."""
+    return ((i * 7919 + salt) % 101) / 101 - 0.5
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def glm_fixture(tmp_path: Path) -> tuple[list[alpacaeval.Comparison], Path]:
+    """60 judged instructions whose preference falls with our output's extra length and with the instruction's
+    difficulty (two of them ties, our output being the reference's), and df_gamed.csv rows for the verbose and
+    concise baselines whose preference also depends on both, so that every GLM weight is clearly non-zero."""
+    n, identical = 60, (7, 31)
+    difficulty = [((i * 37) % n) / 15 - 2 for i in range(n)]
+    reference = [800 + (i * 53) % 400 for i in range(n)]
+    ours = [r if i in identical else r + 600 - (i * 211) % 1000 for i, r in enumerate(reference)]
+    delta = [r - o for r, o in zip(reference, ours, strict=True)]
+    spread = statistics.stdev(delta)
+    comparisons = [
+        alpacaeval.Comparison(i, None, 0.5, "identical", ours[i], reference[i])
+        if i in identical
+        else alpacaeval.Comparison(
+            i,
+            False,
+            sigmoid(0.4 - 0.8 * difficulty[i] - 1.5 * math.tanh(delta[i] / spread) + noise(i, 0)),
+            "logprobs",
+            ours[i],
+            reference[i],
+        )
+        for i in range(n)
+    ]
+    rows = ["model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline"]
+    for model, sign in (("gamed_verbose", -1), ("gamed_concise", 1)):
+        for i in range(n):
+            std_delta_len = sign * (0.3 + ((i * 17) % 10) / 10)
+            preference = sigmoid(-0.6 * difficulty[i] - 1.5 * math.tanh(std_delta_len) + noise(i, 50 + sign))
+            rows.append(f"{model},{i},{preference!r},{std_delta_len!r},{difficulty[i]!r},False")
+    gamed = tmp_path / "df_gamed.csv"
+    gamed.write_text("\n".join(rows) + "\n")
+    return comparisons, gamed
+
+
+# alpaca_eval 0.6.6's own code on glm_fixture, run in a scratch environment (scikit-learn 1.5.2, setuptools < 81,
+# hf_hub_download pointed at the fixture's df_gamed.csv; annotations with output_1/output_2 of the lengths above, the
+# ties as output_2 == output_1 with preference 1.5, the others 1 + P): per GLM, get_length_controlled_winrate's
+# length_controlled_winrate and lc_standard_error, and the coef_ of fit_LogisticRegressionCV on its
+# _get_featurized_data; and get_winrate's win_rate and standard_error.
+ALPACA_EVAL_LC = {
+    "length_controlled_v1": (
+        57.83974948586893,
+        2.30248644702711,
+        {
+            "np.tanh(std_delta_len)": -1.47144110581659,
+            "instruction_difficulty": -0.6837601712763668,
+            "not_gamed_baseline.astype(float)": 0.3407761013298766,
+        },
+    ),
+    "length_controlled_noreg": (
+        57.85584564767222,
+        2.373430395208459,
+        {
+            "np.tanh(std_delta_len)": -1.4733740408803926,
+            "instruction_difficulty": -0.7090077462925813,
+            "not_gamed_baseline.astype(float)": 0.3441470311786468,
+        },
+    ),
+    "length_controlled_minimal": (
+        57.83413899465,
+        1.445387265217855e-15,
+        {"np.tanh(std_delta_len)": -1.2933582721712094, "not_gamed_baseline.astype(float)": 0.3159683286405576},
+    ),
+}
+ALPACA_EVAL_RAW = (63.10583580769633, 3.223674347033751)
+
+
+@pytest.mark.parametrize("glm_name", sorted(ALPACA_EVAL_LC))
+def test_length_controlled_win_rate_matches_alpaca_eval(glm_name, tmp_path):
+    comparisons, gamed = glm_fixture(tmp_path)
+    value, stderr, weights = ALPACA_EVAL_LC[glm_name]
+    assert min(abs(w) for w in weights.values()) > 0.3  # the fixture pins every weight, not a zero fit
+    lc, fitted, predicted = alpacaeval.length_controlled_win_rate(
+        comparisons, glm_name, alpacaeval.read_gamed(str(gamed))
+    )
+    assert lc == {"value": pytest.approx(value, rel=1e-6), "stderr": pytest.approx(stderr, rel=1e-6, abs=1e-9), "n": 60}
+    assert fitted == pytest.approx(weights, rel=1e-6) and list(fitted) == list(weights)
+    assert sum(predicted) / len(predicted) == pytest.approx(value / 100, rel=1e-6)
+    raw = alpacaeval.raw_win_rate([c.preference for c in comparisons])
+    assert (raw["value"], raw["stderr"]) == pytest.approx(ALPACA_EVAL_RAW, rel=1e-9)
 
 
 def test_first_shown_preference_reads_logprobs_or_the_token():

@@ -7,6 +7,10 @@ log-probabilities, and the preference P(m) / (P(m) + P(M)) read from them. Which
 instruction exactly as alpaca_eval draws it (`random.Random("is_switched_outputs" + instruction + "0")`), so the
 order, and with it the position bias, is the same as the leaderboard's. An endpoint that returns no log-probabilities
 is read from the token it answered (`m` or `M`), a binary preference; the provenance counts such judgments.
+An output identical to the reference (exact string equality, no stripping) is not sent to the judge: alpaca_eval's
+`PairwiseAnnotatorLocal._preprocess` records it as a tie (preference 1.5 on its 1-2 scale, 0.5 here) and its
+`_annotate` only asks about rows still without a preference; the tie counts in both win rates, as alpaca_eval's
+`get_winrate` and `get_length_controlled_winrate` count it (in the GLM with a length difference of 0).
 
 The length-controlled win rate is alpaca_eval's `get_length_controlled_winrate` (`alpaca_eval.metrics.glm_winrate`),
 re-implemented here: alpaca_eval 0.6.6 installs into this environment without changing a pin, but does not import
@@ -18,8 +22,9 @@ hub inside the function. The GLM `length_controlled_v1` is fitted to the soft pr
 which also holds each instruction's difficulty), by L1-penalised logistic regression with the penalty chosen by
 5-fold cross-validation (scikit-learn's LogisticRegressionCV, liblinear, no intercept, as alpaca_eval). The LC win
 rate is the mean prediction with the length difference set to 0, in percent; its standard error is that of the mean
-prediction, as alpaca_eval reports it. Checked against alpaca_eval 0.6.6's own function (run with a stand-in
-`pkg_resources`) on synthetic annotations: the same LC win rates, standard errors and weights for all three GLMs.
+prediction, as alpaca_eval reports it. tests/test_judges.py pins the LC win rates, standard errors and weights that
+alpaca_eval 0.6.6's own function gives (run in a scratch environment with setuptools < 81) on synthetic annotations
+with ties, for all three GLMs.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ JUDGE_PARAMETERS = {"max_tokens": 1, "temperature": 1, "logprobs": True, "top_lo
 ORDER_SEED = 0  # alpaca_eval's annotator seed
 PROMPT_VERSION = "alpaca_eval 0.6.6 weighted_alpaca_eval_gpt4_turbo (alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt)"
 FIRST, SECOND = "m", "M"  # the labels of the output shown first and second
+IDENTICAL = "identical"  # how a tie between an output and the identical reference output is read
 
 # alpaca_eval 0.6.6's evaluators_configs/alpaca_eval_clf_gpt4_turbo/alpaca_eval_clf.txt, as its prompt_to_chatml
 # splits it into messages; {instruction}, {output_1}, {output_2} are replaced in that order, first occurrence only.
@@ -101,9 +107,9 @@ class Comparison:
     """One instruction judged: P(our output is better), how it was read, and which output was shown first."""
 
     index: int
-    switched: bool
+    switched: bool | None  # None when our output is the reference's: nothing was shown
     preference: float  # NaN when the judge named neither output
-    read_from: str  # "logprobs", "token" or "none"
+    read_from: str  # "logprobs", "token", "none", or IDENTICAL (a tie without asking the judge)
     output_length: int
     reference_length: int
 
@@ -182,7 +188,15 @@ def first_shown_preference(response: Mapping[str, Any]) -> tuple[float, str]:
     return math.nan, "none"
 
 
+def is_identical(item: Instruction, output: str) -> bool:
+    """Whether our output is the reference's, which alpaca_eval scores as a tie without asking the judge (it
+    compares `output_1 == output_2` as given)."""
+    return output == item.reference_output
+
+
 def compare(client: ChatClient, item: Instruction, output: str, model: str) -> Comparison:
+    if is_identical(item, output):
+        return Comparison(item.index, None, 0.5, IDENTICAL, len(output), len(item.reference_output))
     switched, request = judge_request(item, output, model)
     first, read_from = first_shown_preference(client.complete(request))
     preference = first if switched else 1.0 - first
@@ -192,9 +206,11 @@ def compare(client: ChatClient, item: Instruction, output: str, model: str) -> C
 def judge_outputs(
     client: ChatClient, instructions: Sequence[Instruction], outputs: Sequence[str], model: str, workers: int = 8
 ) -> list[Comparison]:
-    """Every instruction judged, `workers` at a time; the endpoint is checked first if any is not cached yet."""
+    """Every instruction judged, `workers` at a time (ties for identical outputs without a request); the endpoint
+    is checked first if any request is not cached yet."""
     pairs = list(zip(instructions, outputs, strict=True))
-    if any(client.cached(judge_request(item, output, model)[1]) is None for item, output in pairs):
+    asked = [(item, output) for item, output in pairs if not is_identical(item, output)]
+    if any(client.cached(judge_request(item, output, model)[1]) is None for item, output in asked):
         client.preflight(model)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda pair: compare(client, *pair, model), pairs))
@@ -381,6 +397,7 @@ def score_alpacaeval(
         "preferences_from_logprobs": read_from.count("logprobs"),
         "preferences_from_token": read_from.count("token"),
         "judgments_without_preference": read_from.count("none"),
+        "ties_for_identical_outputs": read_from.count(IDENTICAL),
         "reference_generators": sorted({item.reference_generator for item in instructions}),
         "glm": glm_name,
         "glm_weights": weights,

@@ -350,19 +350,25 @@ def reading_results(doc: Doc, results: list[str]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Agent: NousResearch function calling. The system prompt is the Hermes one their evaluator builds from the tools.
+# Agent: NousResearch function calling. The system prompt is, verbatim, the one NousResearch's evaluator
+# (github.com/interstellarninja/function-calling-eval) built from a sample's tools from 2024-01-31 to 2024-06-24, so
+# when the paper was written: tool_eval/prompt_assets/sys_prompt.yml's Role, Objective, Tools and Schema fields, each
+# formatted and its newlines turned into spaces, then its Instructions (tool_eval/prompter.py, format_yaml_prompt; no
+# few-shot examples by default). Its schema is `json.loads(FunctionCall.schema_json())` of the evaluator's pydantic
+# model (tool_eval/schema.py: `arguments: dict`, `name: str`) formatted as a Python dict, in pydantic 1's key order;
+# the evaluator's own logs (tool_eval/eval_logs, 2024-02-02) show this very prompt. {tools} is the sample's tools as
+# str() writes them, newlines turned into spaces (function_call_docs).
 
-FUNCTION_CALLING_SYSTEM = """\
-You are a function calling AI model. You are provided with function signatures within <tools></tools> XML tags.
-You may call one or more functions to assist with the user query. Don't make assumptions about what values to plug \
-into functions.
-Here are the available tools:
-<tools> {tools} </tools>
-For each function call return a json object with function name and arguments within <tool_call></tool_call> XML \
-tags with the following schema:
-<tool_call>
-{{"arguments": <args-dict>, "name": <function-name>}}
-</tool_call>"""
+FUNCTION_CALLING_SYSTEM = (
+    "You are a function calling AI model. You are provided with function signatures within <tools></tools> XML "
+    "tags. You may call one or more functions to assist with the user query. Don't make assumptions about what "
+    "values to plug into functions. Here are the available tools: <tools> {tools} </tools> Use the following "
+    "pydantic model json schema for each tool call you will make: {{'title': 'FunctionCall', 'type': 'object', "
+    "'properties': {{'arguments': {{'title': 'Arguments', 'type': 'object'}}, 'name': {{'title': 'Name', 'type': "
+    "'string'}}}}, 'required': ['arguments', 'name']}} For each function call return a json object with function "
+    "name and arguments within <tool_call></tool_call> XML tags as follows:\n<tool_call>\n{{'arguments': "
+    "<args-dict>, 'name': <function-name>}}\n</tool_call>"
+)
 
 
 def _messages(prompt: Sequence[Mapping[str, str]]) -> tuple[str, str]:
@@ -387,7 +393,9 @@ def function_call_docs(dataset: Iterable[Doc]) -> Dataset:
             {
                 "id": row["id"],
                 "system": "\n\n".join(
-                    part for part in (FUNCTION_CALLING_SYSTEM.format(tools=row["tools"]), system) if part
+                    part
+                    for part in (FUNCTION_CALLING_SYSTEM.format(tools=str(row["tools"]).replace("\n", " ")), system)
+                    if part
                 ),
                 "user": user,
                 "completion": row["completion"],
