@@ -18,6 +18,7 @@ from onmerge.lm_evaluation import (
     evaluated_doc_ids,
     merge_results,
     run_lm_eval,
+    runs_unsafe_code,
     split_sampled_tasks,
     task_metrics,
 )
@@ -147,6 +148,32 @@ def test_tasks_are_split_by_their_own_sampling_and_checked_before_any_model_load
         run_lm_eval(missing_model, ["greedy", "gsm8k_typo"], include_path=folder, include_defaults=False)
     with pytest.raises(ValueError, match=r"tasks \['sampled'\] sample their answers"):
         run_lm_eval(missing_model, ["greedy", "sampled"], include_path=folder, include_defaults=False)
+
+
+CODE_TASKS = ("onmerge_humaneval", "onmerge_mbpp", "onmerge_ds1000", "onmerge_codeapex")
+
+
+def test_code_tasks_are_unsafe_and_only_their_call_confirms_it(tmp_path: Path, monkeypatch):
+    """lm-eval refuses a task marked `unsafe_code` unless simple_evaluate gets confirm_run_unsafe_code=True."""
+    folder = _task_folder(tmp_path / "tasks", {"code_group": {"group": "code_group", "task": ["onmerge_mbpp"]}})
+    task_manager = TaskManager(include_path=[str(include_path()), str(folder)], include_defaults=False)
+    assert all(runs_unsafe_code(task_manager, name) for name in (*CODE_TASKS, "code_group"))
+    assert not any(runs_unsafe_code(task_manager, name) for name in ("onmerge_gsm8k", "onmerge_function_calling"))
+    assert all(task_manager.task_index[name].cfg["unsafe_code"] is True for name in CODE_TASKS)
+
+    calls = []
+    monkeypatch.setattr("lm_eval.simple_evaluate", lambda **kwargs: calls.append(kwargs) or {"results": {}})
+    monkeypatch.setattr("lm_eval.models.huggingface.HFLM", lambda **kwargs: None)
+    monkeypatch.setattr(lm_evaluation, "_stop_at_chat_end", lambda lm: None)
+    run_lm_eval(
+        tmp_path / "model",
+        ["onmerge_gsm8k", "onmerge_math401", "onmerge_humaneval"],
+        include_path=include_path(),
+        include_defaults=False,
+        sampling={"temperature": 0.7},
+    )
+    confirmed = {tuple(call["tasks"]): call["confirm_run_unsafe_code"] for call in calls}
+    assert confirmed == {("onmerge_gsm8k", "onmerge_humaneval"): True, ("onmerge_math401",): False}
 
 
 FUNCTION_CALL_ROWS = [

@@ -55,6 +55,58 @@ def test_word_problems_are_exact_except_rounding_a_non_terminating_gold():
     assert not scoring.word_problem_correct("nothing", "3")
 
 
+@pytest.mark.parametrize(
+    ("response", "value", "percent"),
+    [
+        ("\\boxed{25\\%}", Fraction(25), True),  # LaTeX percent
+        ("\\boxed{12.5\\%}", Fraction(25, 2), True),
+        ("\\boxed{\\frac{1}{5}\\%}", Fraction(1, 5), True),
+        ("答案是25％", Fraction(25), True),  # full-width percent sign
+        ("about 25 % of them", Fraction(25), True),
+        ("\\boxed{40\\frac{1}{5}}", Fraction(201, 5), False),  # LaTeX mixed numbers
+        ("\\boxed{40 \\frac{1}{5}}", Fraction(201, 5), False),
+        ("\\boxed{2\\dfrac{1}{2}}", Fraction(5, 2), False),
+        ("\\boxed{2\\tfrac12}", Fraction(5, 2), False),
+        ("\\boxed{-2\\frac{1}{2}}", Fraction(-5, 2), False),
+        ("\\boxed{-\\frac{3}{4}}", Fraction(-3, 4), False),
+        ("\\boxed{33\\frac{1}{3}\\%}", Fraction(100, 3), True),
+        ("She used 3 1/2 cups.", Fraction(7, 2), False),  # plain-text mixed numbers
+        ("答案是2(1/2)千克", Fraction(5, 2), False),  # Math23K's own notation
+        ("答案是2又1/2", Fraction(5, 2), False),
+        ("\\boxed{1,234}", Fraction(1234), False),  # thousands separators, plain and LaTeX
+        ("\\boxed{1{,}234.5}", Fraction(2469, 2), False),
+        ("\\boxed{1\\,234}", Fraction(1234), False),
+        ("答案是-3", Fraction(-3), False),  # after a Han character a minus is a sign, not a subtraction
+        ("x2 1/2", Fraction(1, 2), False),  # `x2` is a name, not the whole part of a mixed number
+    ],
+)
+def test_final_number_reads_latex_percents_mixed_numbers_and_separators(response, value, percent):
+    number = scoring.final_number(response)
+    assert (number.value, number.percent) == (value, percent)
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "correct"),
+    [
+        ("\\boxed{25\\%}", "25%", True),
+        ("\\boxed{0.25}", "25%", True),
+        ("\\boxed{26\\%}", "25%", False),
+        ("\\boxed{12.5\\%}", "12.5%", True),
+        ("\\boxed{40\\frac{1}{5}}", "40(1/5)", True),
+        ("\\boxed{40 \\frac{1}{5}}", "40(1/5)", True),
+        ("\\boxed{40.2}", "40(1/5)", True),
+        ("\\boxed{\\frac{1}{5}}", "40(1/5)", False),  # the whole part is no longer dropped...
+        ("\\boxed{401/5}", "40(1/5)", False),  # ...nor glued to the numerator
+        ("\\boxed{33\\frac{1}{3}\\%}", "33(1/3)%", True),
+        ("\\boxed{\\frac{1}{3}}", "33(1/3)%", True),
+        ("\\boxed{\\frac{1}{5}\\%}", "(1/5)%", True),
+        ("\\boxed{\\frac{1}{5}}", "(1/5)%", False),
+    ],
+)
+def test_math23k_golds_with_percents_and_mixed_numbers_can_be_matched(response, gold, correct):
+    assert scoring.word_problem_correct(response, gold) is correct
+
+
 def test_math401_uses_its_absolute_tolerance():
     assert scoring.arithmetic_correct("16÷83 ≈ 0.19277", "0.1928")
     assert not scoring.arithmetic_correct("0.19", "0.1928")
@@ -326,6 +378,43 @@ def test_function_call_docs_put_the_tools_in_the_system_prompt():
 )
 def test_single_language_is_judged_by_script(response, language, single):
     assert scoring.single_language(response, language) is single
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "美国国家航空航天局（National Aeronautics and Space Administration）周二宣布了新的登月计划。",
+        "苏格兰皇家银行(Royal Bank of Scotland)公布了第三季度财报。",
+        "据英国《每日电讯报》（The Daily Telegraph）报道，该计划已被搁置。",
+        "经济合作与发展组织（Organisation for Economic Co-operation and Development）下调了增长预期。",
+        "“一带一路”倡议（Belt and Road Initiative）于2013年提出。",
+        "他曾先后在Goldman Sachs、Morgan Stanley和JP Morgan Chase任职。",  # names in a list
+        "该项目由Bill and Melinda Gates Foundation资助。",  # a name with a connector, no parentheses
+        "西班牙银行（Banco de España）发布了报告。",
+        "检索增强生成（retrieval-augmented generation）是一种常用方法。",  # a term glossed in parentheses
+        "大语言模型（large language model，LLM）可以用于翻译。",
+        "常用的库有numpy、pandas、scikit-learn和matplotlib。",  # single terms in a list
+        "这是一个state-of-the-art的模型。",  # one hyphenated word
+    ],
+)
+def test_names_and_glosses_in_a_chinese_answer_are_not_a_switch_of_language(response):
+    assert scoring.single_language(response, "zh")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "这个模型很慢（because it uses a lot of memory）。",  # a clause, even in parentheses
+        "这个模型很慢（uses a lot of memory）。",  # a phrase too long for a term
+        "总之（in short, we should wait.）我们应该等待。",
+        "他在推特上写道：“Great meeting with the President today!”",  # a quoted English sentence
+        "Elon Musk said that Tesla will grow，但分析师并不认同。",  # names inside an English clause
+        "我觉得this is a good idea，你怎么看？",
+        "Sure, here is the translation: 北京是中国的首都。",
+    ],
+)
+def test_an_english_sentence_or_clause_in_a_chinese_answer_is_a_switch(response):
+    assert not scoring.single_language(response, "zh")
 
 
 def test_an_unknown_language_is_an_error():

@@ -11,6 +11,10 @@ run in a second call on the same loaded model, and the two results are merged.
 `<|im_end|>` ends generation. lm-eval decodes with special tokens skipped, so its own cut at a stop string only
 works while that string is in the text; `_stop_at_chat_end` makes `generate` itself finish a row at `<|im_end|>`,
 so a row that ends early in a batch is padded, not continued.
+
+Code tasks (HumanEval, MBPP, DS-1000, CodeApex) declare `unsafe_code: true`, lm-eval's mark for a task that executes
+model-written code; lm-eval refuses to run one unless the call confirms it. `run_lm_eval` confirms it for a call that
+includes such a task, and only for that call; the code itself runs in `onmerge.sandbox`.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ def run_lm_eval(
             numpy_random_seed=EVAL_SEED,
             torch_random_seed=EVAL_SEED,
             fewshot_random_seed=EVAL_SEED,
+            confirm_run_unsafe_code=any(runs_unsafe_code(task_manager, name) for name in names),
         )
         for names, gen_kwargs in passes
         if names
@@ -123,8 +128,8 @@ def split_sampled_tasks(task_manager: TaskManager, tasks: list[str]) -> tuple[li
     return [name for name in tasks if name not in sampled], sampled
 
 
-def _samples(task_manager: TaskManager, name: str) -> bool:
-    """Whether a task's own config asks for sampling; for a group or tag, whether all its tasks do (mixed: error)."""
+def _leaf_configs(task_manager: TaskManager, name: str) -> list[Mapping[str, Any]]:
+    """The configs of the tasks a name runs: itself, or every task of a group or tag, recursively."""
     from lm_eval.tasks._index import Kind
 
     entry = task_manager.task_index[name]
@@ -134,11 +139,25 @@ def _samples(task_manager: TaskManager, name: str) -> bool:
     elif entry.kind is Kind.TAG:
         children = sorted(entry.tags)
     else:
-        return bool((config.get("generation_kwargs") or {}).get("do_sample"))
-    flags = {_samples(task_manager, child) for child in children if child in task_manager.task_index}
+        return [config]
+    return [
+        leaf for child in children if child in task_manager.task_index for leaf in _leaf_configs(task_manager, child)
+    ]
+
+
+def _samples(task_manager: TaskManager, name: str) -> bool:
+    """Whether a task's own config asks for sampling; for a group or tag, whether all its tasks do (mixed: error)."""
+    flags = {
+        bool((config.get("generation_kwargs") or {}).get("do_sample")) for config in _leaf_configs(task_manager, name)
+    }
     if len(flags) > 1:
         raise ValueError(f"group {name!r} mixes sampled and greedy tasks: name its tasks separately")
     return flags == {True}
+
+
+def runs_unsafe_code(task_manager: TaskManager, name: str) -> bool:
+    """Whether a task declares lm-eval's `unsafe_code` (it executes model-written code); a group or tag, any task."""
+    return any(config.get("unsafe_code") for config in _leaf_configs(task_manager, name))
 
 
 def check_sampling(sampling: Mapping[str, float]) -> dict[str, float]:

@@ -29,7 +29,9 @@ public. In its place: 113 sentence pairs sampled from WMT19 zh-en newstest2018 (
 alternately as English->Chinese and Chinese->English translation requests (the request in the source language),
 and 131 first user turns of OpenAssistant conversations (OpenAssistant/oasst1, train), 66 written in Chinese and
 65 in English. A response passes when it is written in the expected language only (`scoring.single_language`):
-judged by script, ignoring code, URLs, math, numbers and punctuation.
+judged by script, ignoring code, URLs, math, numbers and punctuation. A Chinese answer may keep proper names
+(capitalised words, `of`/`and`/`de` between: Royal Bank of Scotland) and parenthesised glosses of a term, as human
+translations do; an English phrase of three words or more that is neither is a switch of language.
 """
 
 from __future__ import annotations

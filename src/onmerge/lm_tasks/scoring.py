@@ -41,34 +41,72 @@ class Number:
             yield self.value / 100, None if self.decimals is None else self.decimals + 2
 
 
-# A number token: optional sign, digits with optional thousands separators, decimals, a `/denominator`, a percent.
-_NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?%?|-?\.\d+%?")
-_LATEX_FRACTION = re.compile(r"\\[dt]?frac\s*\{([^{}]*)\}\s*\{([^{}]*)\}")
+# Where a number may start: not inside an ASCII word or expression (`x2`, `1.5`, `x^2`). After a Han character it may
+# (`是2又1/2`), which Python's Unicode `\w` would not allow.
+_NUMBER_START = r"(?<![A-Za-z0-9_.^])"
+# A number token: optional sign; a mixed number (`2 1/2`) or digits with optional thousands separators, decimals and
+# a `/denominator`; a percent sign.
+_NUMBER = re.compile(
+    rf"-?(?:{_NUMBER_START}\d+[ \t]+\d+/\d+"
+    r"|(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+(?:\.\d+)?)?|\.\d+)(?:[ \t]*%)?"
+)
+# `\frac{a}{b}` (also `\dfrac`, `\tfrac`, `\frac12`), with the whole part of a mixed number before it (`2\frac{1}{2}`).
+_LATEX_FRACTION = re.compile(
+    r"(?:" + _NUMBER_START + r"(?P<whole>\d+)[ \t]*)?"
+    r"\\[dt]?frac\s*(?:\{(?P<numerator>[^{}]*)\}|(?P<numerator_digit>\d))"
+    r"\s*(?:\{(?P<denominator>[^{}]*)\}|(?P<denominator_digit>\d))"
+)
+# Math23K's mixed number `2(1/2)` and Chinese `2又1/2`: a whole number, then a fraction in parentheses or after 又.
+_WRITTEN_MIXED_NUMBER = re.compile(rf"{_NUMBER_START}(\d+)(?:\((\d+/\d+)\)|\s*\u53c8\s*(\d+/\d+))")
+# LaTeX thousands separators: `1{,}234` and the thin space of `1\,234`.
+_LATEX_THOUSANDS = re.compile(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3}(?!\d))")
 
 
 def parse_number(token: str) -> Number | None:
-    """One `_NUMBER` token (`-1,234.5`, `3/4`, `12.5%`) as a Number; None when it is not one (`1/0`)."""
+    """One `_NUMBER` token (`-1,234.5`, `3/4`, `-2 1/2`, `12.5%`) as a Number; None when it is not one (`1/0`)."""
     token = token.replace(",", "")
     percent = token.endswith("%")
-    token = token.rstrip("%")
-    numerator, _, denominator = token.partition("/")
+    negative = token.startswith("-")
+    *whole, fraction = token.rstrip("%").lstrip("-").split()  # `2 1/2`: a whole part, then a fraction
+    numerator, _, denominator = fraction.partition("/")
     try:
         value = Fraction(numerator) / Fraction(denominator) if denominator else Fraction(numerator)
     except (ValueError, ZeroDivisionError):
         return None
+    if whole:
+        value += Fraction(whole[0])
     decimals = None if denominator else len(numerator.partition(".")[2])
-    return Number(value, decimals, percent)
+    return Number(-value if negative else value, decimals, percent)
+
+
+def _plain_numbers(text: str) -> str:
+    """Numbers as plain text: LaTeX fractions (mixed ones too), `\\%`, LaTeX thousands separators, `2(1/2)`.
+
+    A whole number written before a fraction makes a mixed number (`2\\frac{1}{2}` -> `2 1/2`), as in Math23K's
+    `2(1/2)`; a fraction's own parentheses go, so that `(3)/(4)` and `\\frac{3}{4}` both read as `3/4`.
+    """
+    text = text.replace("\u2212", "-").replace("\uff0c", ",").replace("\uff05", "%")  # unicode minus, full-width , %
+    text = _LATEX_THOUSANDS.sub(",", text.replace("\\%", "%"))
+    text = _LATEX_FRACTION.sub(_plain_fraction, text)
+    text = _WRITTEN_MIXED_NUMBER.sub(lambda match: f"{match[1]} {match[2] or match[3]}", text)
+    return text.replace("(", "").replace(")", "")
+
+
+def _plain_fraction(match: re.Match[str]) -> str:
+    numerator = match["numerator"] if match["numerator"] is not None else match["numerator_digit"]
+    denominator = match["denominator"] if match["denominator"] is not None else match["denominator_digit"]
+    whole = f"{match['whole']} " if match["whole"] else ""
+    return f"{whole}({numerator})/({denominator})"
 
 
 def final_number(response: str) -> Number | None:
     """The answer a response gives: the last number inside its last `\\boxed{}`, else its last number."""
-    text = response.replace("\u2212", "-").replace("\uff0c", ",")  # unicode minus, full-width comma
-    boxed = _last_boxed(text)
-    text = _LATEX_FRACTION.sub(r"(\1)/(\2)", boxed if boxed is not None else text).replace("(", "").replace(")", "")
+    boxed = _last_boxed(response)
+    text = _plain_numbers(boxed if boxed is not None else response)
     for match in reversed(list(_NUMBER.finditer(text))):
         token = match.group()
-        if token.startswith("-") and match.start() > 0 and text[match.start() - 1].isalnum():
-            token = token[1:]  # `5-3`: a subtraction, not a negative three
+        if token.startswith("-") and match.start() > 0 and re.fullmatch(r"[A-Za-z0-9_]", text[match.start() - 1]):
+            token = token[1:]  # `5-3`: a subtraction, not a negative three (but `是-3` is minus three)
         number = parse_number(token)
         if number is not None:
             return number
@@ -88,9 +126,10 @@ def _last_boxed(text: str) -> str | None:
 
 
 def exact_value(expression: str) -> Fraction:
-    """A gold answer as an exact rational: `76`, `0.7400`, `(3)/(2)`, `50%`, Math23K's mixed `2(1/2)`."""
-    text = re.sub(r"(\d)\(", r"\1+(", str(expression).strip())  # `2(1/2)` is two and a half
-    text = re.sub(r"(\d+(?:\.\d+)?)%", r"(\1/100)", text)
+    """A gold answer as an exact rational: `76`, `0.7400`, `(3)/(2)`, `50%`, Math23K's mixed `2(1/2)`, `33(1/3)%`."""
+    # `2(1/2)` is two and a half: one number, so that a percent sign after it applies to all of it.
+    text = re.sub(r"(\d+(?:\.\d+)?)\(((?:[^()]|\([^()]*\))*)\)", r"(\1+(\2))", str(expression).strip())
+    text = text.replace("%", "*(1/100)")  # binds to the number or parenthesis before it, as a product does
     try:
         tree = ast.parse(text, mode="eval")
         return _evaluate(tree.body)
@@ -402,34 +441,88 @@ def json_mode_correct(response: str, expected: str, schema: str) -> bool:
 _HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _KANA_HANGUL = "\u3040-\u30ff\u31f0-\u31ff\uac00-\ud7af\u1100-\u11ff"
 _CJK = re.compile(f"[{_HAN}{_KANA_HANGUL}]")
+_HAN_CHARACTER = re.compile(f"[{_HAN}]")
 _KANA_OR_HANGUL = re.compile(f"[{_KANA_HANGUL}]")
 _IGNORED = re.compile(r"```.*?(?:```|\Z)|`[^`\n]*`|https?://\S+|\S+@\S+\.\w+|\$[^$\n]*\$", re.DOTALL)
-# Latin words and Han characters in order of appearance; everything else (digits, punctuation, space) separates.
-_SCRIPT_TOKEN = re.compile(f"[A-Za-z\u00c0-\u024f]+|[{_HAN}]")
-# In a Chinese response, this many Latin words in a row (no Han character between) make an English phrase: a
-# mix. Fewer are names, acronyms, units or technical terms (Python, GPU, CPU 占用率), which Chinese text uses freely.
+# A Latin-script word; hyphens and apostrophes join one (state-of-the-art, scikit-learn, O'Brien, McDonald's).
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:['\u2019-][A-Za-z\u00c0-\u024f]+)*")
+# A stretch of text with no Han character and no CJK punctuation (the full-width comma, colon, parentheses, the
+# enumeration comma, title marks...): Chinese text around it ends an English phrase, so `numpy、pandas、scikit-learn`
+# is three terms in a list, not one phrase.
+_NON_CHINESE_STRETCH = re.compile(f"[^{_HAN}\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]+")
+# Parenthesised text, in ASCII or full-width parentheses.
+_PARENTHESISED = re.compile(r"[(\uff08]([^()\uff08\uff09]*)[)\uff09]")
+# In a Chinese response, this many Latin words in a row (no Han character or CJK punctuation between) make an
+# English phrase: a mix. Fewer are names, acronyms, units or technical terms (Python, GPU, CPU 占用率), which Chinese
+# text uses freely; longer proper names and parenthesised glosses are no mix either (`_is_name`, `_is_gloss`).
 FOREIGN_PHRASE_WORDS = 3
+# Lower-case words inside a proper name or title (Bank of Scotland, Belt and Road, Council on Foreign Relations, The
+# Hitchhiker's Guide to the Galaxy, Gone with the Wind, Banco de España, Ludwig van Beethoven).
+NAME_CONNECTORS = frozenset(
+    (
+        *("of", "and", "the", "for", "on", "in", "at", "to", "from", "by", "with", "or", "as", "a", "an", "upon"),
+        *("de", "del", "della", "des", "du", "da", "di", "la", "le", "van", "von", "der", "den", "y", "und"),
+    )
+)
+# A parenthesised gloss that is not a name glosses a term (large language model, return on investment): longer, or
+# with a clause word in it, it reads as a phrase of its own.
+GLOSS_TERM_WORDS = 4
+# Words that make a clause rather than a term: pronouns, forms of be / have / do, modals, negation, subordinators.
+CLAUSE_WORDS = frozenset(
+    (
+        *("i", "you", "he", "she", "it", "we", "they", "this", "that", "these", "those", "there"),
+        *("is", "are", "was", "were", "am", "be", "been", "being", "has", "have", "had", "do", "does", "did"),
+        *("can", "could", "will", "would", "shall", "should", "may", "might", "must"),
+        *("not", "because", "if", "when", "which", "who", "please"),
+    )
+)
+
+
+def _is_name(words: Sequence[str]) -> bool:
+    """Whether Latin words read as one proper name: capitalised words (or acronyms, `iPhone`), connectors between.
+
+    Royal Bank of Scotland, National Aeronautics and Space Administration, the Daily Telegraph, IBM.
+    """
+    named = all(_capitalised(word) or word in NAME_CONNECTORS for word in words)
+    return bool(words) and named and _capitalised(words[-1])
+
+
+def _capitalised(word: str) -> bool:
+    return any(character.isupper() for character in word)
+
+
+def _is_gloss(text: str) -> bool:
+    """Whether parenthesised text is a Latin-script gloss: words that name a thing, not words that say something.
+
+    A name, or a term (`large language model`): at most `GLOSS_TERM_WORDS` words, no clause word, no sentence end.
+    """
+    words = _LATIN_WORD.findall(text)
+    if not words or _HAN_CHARACTER.search(text):
+        return False
+    says_something = text.rstrip().endswith((".", "!", "?")) or any(word.lower() in CLAUSE_WORDS for word in words)
+    return _is_name(words) or (len(words) <= GLOSS_TERM_WORDS and not says_something)
 
 
 def single_language(response: str, language: str) -> bool:
     """Whether `response` is in `language` ("zh" or "en") only: no language mixing, judged by script.
 
     Code (fenced or inline), URLs, e-mail addresses, inline math, numbers and punctuation are ignored. English:
-    Latin words and no CJK character at all. Chinese: Han characters, no kana or Hangul, and no run of
-    `FOREIGN_PHRASE_WORDS` Latin words.
+    Latin words and no CJK character at all. Chinese: Han characters, no kana or Hangul, and no English phrase: a
+    run of `FOREIGN_PHRASE_WORDS` Latin words with no Han character or CJK punctuation between, unless the run is
+    a proper name or a parenthesised gloss (`苏格兰皇家银行 (Royal Bank of Scotland)`, full-width parentheses too). A
+    translation keeps such names; an English sentence or clause inside a Chinese answer is a switch of language.
     """
     text = _IGNORED.sub(" ", response)
-    tokens = _SCRIPT_TOKEN.findall(text)
-    latin = [token for token in tokens if not re.fullmatch(f"[{_HAN}]", token)]
     if language == "en":
-        return bool(latin) and not _CJK.search(text)
+        return bool(_LATIN_WORD.search(text)) and not _CJK.search(text)
     if language == "zh":
-        if len(latin) == len(tokens) or _KANA_OR_HANGUL.search(text):
+        if not _HAN_CHARACTER.search(text) or _KANA_OR_HANGUL.search(text):
             return False
-        run = 0
-        for token in tokens:
-            run = 0 if re.fullmatch(f"[{_HAN}]", token) else run + 1
-            if run >= FOREIGN_PHRASE_WORDS:
+        # A gloss is set aside as an enumeration comma would be: it ends the stretch around it.
+        text = _PARENTHESISED.sub(lambda match: "\u3001" if _is_gloss(match[1]) else match[0], text)
+        for stretch in _NON_CHINESE_STRETCH.findall(text):
+            words = _LATIN_WORD.findall(stretch)
+            if len(words) >= FOREIGN_PHRASE_WORDS and not _is_name(words):
                 return False
         return True
     raise ValueError(f"unknown response language {language!r} (expected 'zh' or 'en')")
