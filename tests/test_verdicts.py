@@ -131,3 +131,11 @@ def test_the_toy_preset_plans_every_claim_from_its_studies():
     ties_first = planned["C5"][-1]
     assert [weight for weight, _ in ties_first.terms] == [1.0, -1.0, -1.0, 1.0] and ties_first.expected == LOWER
     assert planned["C9"][1].published == pytest.approx(6.25 - 6.97)  # Figure 4's AdamW against Qwen1.5-7B's reference
+
+
+def test_a_rerun_writes_the_same_bytes(hand_made, tmp_path):
+    again = verdicts.verdicts(verdicts.Context(hand_made_preset(), hand_made_results(), PAPER), hand_made_bootstrap())
+    verdicts.write(hand_made, hand_made_preset(), tmp_path / "first")
+    verdicts.write(again, hand_made_preset(), tmp_path / "second")
+    for name in ("verdicts.md", "verdicts.csv", "verdicts.html"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
