@@ -285,9 +285,9 @@ def test_a_merged_cell_run_again_gives_byte_identical_weights_and_metrics(smoke_
     first, second = _rerun_cell(smoke_run, dare, {"merge": 1, "evaluate": 1, "judge": 1})
     assert {"model/model.safetensors", "eval/metrics.json", "eval/items.json.gz", "model/provenance.json"} <= set(first)
     assert _without_records(second) == _without_records(first)
-    # the rebuilt cell's evaluation is newer than what was built on it: the full run updates exactly that
+    # its files came back byte for byte, so what was built on them (results, tables, verdicts) stays up to date
     downstream = snakemake("--dry-run", "--config", "preset=smoke", workdir=smoke_run)
-    assert job_counts(downstream.stdout) == {"aggregate": 1, "tables": 1, "verdicts": 1, "provenance": 1, "all": 1}
+    assert "Nothing to be done" in downstream.stdout + downstream.stderr
     assert json.loads(second["model/provenance.json"])["settings"] == {
         "method": "dare",
         "weight": 0.5,

@@ -297,7 +297,7 @@ def differences(table4: pd.DataFrame, bootstrap: PairedBootstrap | None) -> pd.D
     """
     frame = table4.copy()
     frame["table"] = "table1"
-    frame["stderr"] = math.nan  # the paired interval replaces the per-row standard error
+    frame.loc[frame["row"] != "adamw", "stderr"] = math.nan  # a difference has its paired interval instead
     adamw = frame[frame["row"] == "adamw"].set_index(["backbone", "column"])
     for index, record in frame.iterrows():
         if record["row"] == "adamw" or record["status"] == NOT_RUN:

@@ -490,15 +490,15 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any]) -> list[tables.Part
                 record["backbone"],
                 record["comparison"],
                 tables.LABELS.get(record["metric"], record["metric"]),
+                expected + kind,
+                record["outcome"],
                 record["seeds"],
                 ours,
                 paper,
-                expected + kind,
-                record["outcome"],
             ]
             lines.append([(text, 0) for text in cells])
         title = f"{claim_id} — {first['verdict']} (level {first['level']:.4f} per comparison): {statements[claim_id]}"
-        header = ["Backbone", "Comparison", "Metric", "Seeds", "Ours [interval]", "Paper", "Paper's side", "Outcome"]
+        header = ["Backbone", "Comparison", "Metric", "Paper's side", "Outcome", "Seeds", "Ours [interval]", "Paper"]
         parts.append(tables.Grid(title, header, lines, 3))
     return parts
 
