@@ -406,6 +406,9 @@ def test_alpacaeval_judges_pairwise_in_a_seeded_order_and_scores_lc(judge_server
     assert any(switched) and not all(switched)  # both orders occur, so the position correction is tested
     assert switched == [alpacaeval.is_switched(text) for text in INSTRUCTIONS]
     assert [j["preference"] for j in result["judgments"]] == pytest.approx(expected)
+    # each judgment keeps the judge's reply it was read from: the answered token and its top log-probabilities
+    first = result["judgments"][0]
+    assert first["reply"]["content"] in ("m", "M") and {e["token"] for e in first["reply"]["top_logprobs"]} >= {"m"}
     raw = result["metrics"]["alpacaeval2_raw"]
     assert raw["value"] == pytest.approx(100 * sum(expected) / len(expected)) and raw["n"] == 8
     assert raw["stderr"] == pytest.approx(12.808688457449493, rel=1e-9)  # alpaca_eval 0.6.6's get_winrate

@@ -11,7 +11,7 @@ from lm_eval.tasks import TaskManager
 
 from onmerge import lm_evaluation
 from onmerge.cli import build_parser, main
-from onmerge.items import read_items
+from onmerge.items import read_items, read_samples
 from onmerge.lm_evaluation import (
     PAPER_METRICS,
     check_sampling,
@@ -22,7 +22,7 @@ from onmerge.lm_evaluation import (
     split_sampled_tasks,
     task_metrics,
 )
-from onmerge.lm_tasks import SUBSET_SEED, include_path, utils
+from onmerge.lm_tasks import SUBSET_SEED, include_path, scoring, utils
 
 from tiny import tiny_causal_lm, tiny_tokenizer
 
@@ -235,7 +235,7 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
     metrics_path = tmp_path / "metrics.json"
     items_path = tmp_path / "items.json.gz"
     arguments = ["--model", str(model), "--include-path", str(tasks), "--metrics", str(metrics_path)]
-    arguments += ["--items", str(items_path)]
+    arguments += ["--items", str(items_path), "--samples", str(tmp_path / "samples.jsonl.gz")]
     tasks_to_run = ["onmerge_gsm8k", "onmerge_math401", "onmerge_mbpp", "onmerge_function_calling"]
     sampling = ["temperature=0.7", "top_p=0.8", "top_k=20", "repetition_penalty=1.05"]
     main(["evaluate", "lm-eval", *arguments, "--tasks", *tasks_to_run, "--batch-size", "64", "--sampling", *sampling])
@@ -262,6 +262,18 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
     assert items["onmerge_function_calling/acc"].ids[0].startswith("onmerge_fc_")
     for name, entry in items.items():
         assert entry.value == pytest.approx(metrics[name]["value"])
+    # Every scored sample's record, with what its scorer read: the number, the program that ran, the calls.
+    records = {(record["task"], record["doc_id"]): record for record in read_samples(tmp_path / "samples.jsonl.gz")}
+    assert len(records) == 3 + 101 + 2 + 8
+    gsm8k = records[("onmerge_gsm8k", "gsm8k-test-0")]
+    assert gsm8k["prompt"].endswith("<|im_start|>assistant\n") and "what is 0 + 1?" in gsm8k["prompt"]
+    number = scoring.final_number(gsm8k["response"])
+    assert gsm8k["extracted"] == (None if number is None else str(number.value))
+    assert set(gsm8k["scores"]) == {"onmerge_gsm8k/acc"}
+    mbpp = records[("onmerge_mbpp", "mbpp-0")]
+    assert mbpp["filter"] == "sandbox" and "assert f(1) == 2" in mbpp["extracted"]
+    assert set(mbpp["scores"]) == {"onmerge_mbpp/pass_at_1,sandbox"}
+    assert isinstance(json.loads(records[("onmerge_fc_glaive", "fc-0")]["extracted"]), list)
 
 
 def test_a_malformed_sampling_setting_is_a_usage_error(capsys):

@@ -22,7 +22,7 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 import onmerge.toyworld
-from onmerge.items import check_against, read_items, write_items
+from onmerge.items import check_against, read_items, read_samples, write_items, write_samples
 from onmerge.toyworld import evaluation
 from onmerge.toyworld import suite as toy_suite
 
@@ -69,6 +69,7 @@ def fake_world(monkeypatch: pytest.MonkeyPatch) -> types.SimpleNamespace:
     }
     fake.docs = _fake_docs
     fake.score = score
+    fake.extracted_answer = lambda task, doc, response: f"{task} read {len(response)} characters"
     fake.calls = calls
     monkeypatch.setitem(sys.modules, "onmerge.toyworld.suite", fake)
     monkeypatch.setattr(onmerge.toyworld, "suite", fake, raising=False)
@@ -132,7 +133,7 @@ def test_evaluation_goes_through_chat_template_and_score(
 
         monkeypatch.setattr(HFLM, method, spy)
 
-    metrics, items = evaluation.evaluate_model(model_dir, suite, batch_size=4, limit=6)
+    metrics, items, records = evaluation.evaluate_model(model_dir, suite, batch_size=4, limit=6)
 
     assert set(metrics) == {"fake_echo_even", "fake_echo_len", "fake_choice"}
     for entry in metrics.values():
@@ -150,9 +151,26 @@ def test_evaluation_goes_through_chat_template_and_score(
     assert metrics["fake_echo_len"]["value"] == pytest.approx(sum(lengths) / 6)
     # Each column's items are the docs' own scores, named by doc id, and their mean is the column's value.
     by_id = {doc["id"]: min(len(response), 20) / 20 for _, doc, response in fake_world.calls}
+    by_response = {doc["id"]: response for _, doc, response in fake_world.calls}
     assert dict(zip(items["fake_echo_len"]["ids"], items["fake_echo_len"]["scores"], strict=True)) == by_id
     assert items["fake_echo_even"]["scores"] == parity and items["fake_choice"]["weights"] == [1.0] * 6
     check_against(items, metrics)
+    # One record per scored doc: the templated prompt, the response, every column's score; a multiple-choice
+    # response is the likeliest choice.
+    assert [(record["task"], record["doc_id"]) for record in records] == sorted(
+        (task, doc["id"]) for task in ("fake_choice", "fake_echo") for doc in _fake_docs(task, 6, 3)
+    )
+    echo = next(record for record in records if record["task"] == "fake_echo")
+    assert echo["prompt"].startswith("<|im_start|>user\n") and set(echo["scores"]) == {
+        "fake_echo_even",
+        "fake_echo_len",
+    }
+    assert echo["response"] == by_response[echo["doc_id"]]
+    assert echo["extracted"] == f"fake_echo read {len(echo['response'])} characters"
+    choice = next(record for record in records if record["task"] == "fake_choice")
+    assert choice["response"] in _fake_docs("fake_choice", 1, 0)[0]["choices"] and set(choice["scores"]) == {
+        "fake_choice"
+    }
 
     # The tokenizer's own chat template wraps the user message; generation is greedy and stops at <|im_end|>.
     tokenizer = tiny_tokenizer()
@@ -222,7 +240,7 @@ def test_batched_generation_matches_one_at_a_time_when_eos_is_not_im_end(
 def test_real_toy_tasks_end_to_end(model_dir: Path, tmp_path: Path):
     tasks = ["toy_gsm8k", "toy_ifeval", "toy_mmlu"]
     suite = evaluation.write_task_suite(tmp_path / "suite", n_per_task=5, seed=0, tasks=tasks)
-    metrics, items = evaluation.evaluate_model(model_dir, suite, batch_size=8, limit=4)
+    metrics, items, records = evaluation.evaluate_model(model_dir, suite, batch_size=8, limit=4)
     assert set(metrics) == set(items) == {"toy_gsm8k", "toy_ifeval_prompt", "toy_ifeval_inst", "toy_mmlu"}
     for entry in metrics.values():
         assert 0.0 <= entry["value"] <= 1.0 and entry["n"] == 4 and entry["stderr"] >= 0.0
@@ -247,13 +265,24 @@ def test_real_toy_tasks_end_to_end(model_dir: Path, tmp_path: Path):
     }
     assert len(read["toy_mmlu"].ids) == 4
 
+    # The records say what the scorer read: the final number of a math answer; IFEval's two columns in one record.
+    from onmerge.toyworld.world import final_number
+
+    gsm8k = [record for record in records if record["task"] == "toy_gsm8k"]
+    numbers = [final_number(record["response"]) for record in gsm8k]
+    assert len(gsm8k) == 4 and [r["extracted"] for r in gsm8k] == [n if n is None else str(n) for n in numbers]
+    ifeval = next(record for record in records if record["task"] == "toy_ifeval")
+    assert set(ifeval["scores"]) == {"toy_ifeval_prompt", "toy_ifeval_inst"} and ifeval["extracted"] is None
+    write_samples(tmp_path / "samples.jsonl.gz", records)
+    assert read_samples(tmp_path / "samples.jsonl.gz") == records
+
 
 def test_judged_task_reports_mt_bench_and_keeps_answers(model_dir: Path, tmp_path: Path):
     from onmerge.toyworld.judge import length_controlled_win_rate
 
     suite = evaluation.write_task_suite(tmp_path / "suite", n_per_task=6, seed=0, tasks=["toy_judge", "toy_drop"])
     answers_path = tmp_path / "answers.json"
-    metrics, items = evaluation.evaluate_model(model_dir, suite, batch_size=8, answers_path=answers_path)
+    metrics, items, _ = evaluation.evaluate_model(model_dir, suite, batch_size=8, answers_path=answers_path)
     assert 1.0 <= metrics["toy_mt_bench"]["value"] <= 10.0 and metrics["toy_mt_bench"]["n"] == 6
     assert len(items["toy_mt_bench"]["scores"]) == 6 and set(items["toy_mt_bench"]["scores"]) <= set(range(1, 11))
     answers = json.loads(answers_path.read_text())

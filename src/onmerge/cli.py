@@ -119,13 +119,14 @@ def _merge(args: argparse.Namespace) -> None:
 
 
 def _evaluate_toy(args: argparse.Namespace) -> None:
-    from onmerge.items import write_items
+    from onmerge.items import write_items, write_samples
     from onmerge.toyworld.evaluation import EVAL_SEED, evaluate_model, write_results
 
     _threads(args.threads)
     with _recorded("evaluate", args.metrics, {"eval_seed": EVAL_SEED}, {"model": args.model, "suite": args.suite}):
-        metrics, items = evaluate_model(args.model, args.suite, answers_path=args.answers)
+        metrics, items, records = evaluate_model(args.model, args.suite, answers_path=args.answers)
         write_items(args.items, items, metrics)
+        write_samples(args.samples, records)
         write_results(metrics, args.metrics, include_path=args.suite)
 
 
@@ -135,7 +136,7 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
 
     from onmerge import lm_tasks
     from onmerge.atomic import write_json
-    from onmerge.items import lm_eval_items, write_items
+    from onmerge.items import lm_eval_source, outcomes, write_items, write_samples
     from onmerge.lm_evaluation import (
         EVAL_SEED,
         PAPER_METRICS,
@@ -144,6 +145,7 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
         run_lm_eval,
         task_metrics,
     )
+    from onmerge.lm_tasks.utils import extracted_answer
 
     include_path = args.include_path or lm_tasks.include_path()
     sampling = check_sampling(dict(args.sampling))
@@ -166,8 +168,10 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
             sampling=sampling,
         )
         metrics = task_metrics(results)
-        columns = [name for name in PAPER_METRICS if name in metrics]  # the items of the paper's 14 columns
-        write_items(args.items, lm_eval_items(results, columns), metrics)
+        sources = {name: lm_eval_source(name) for name in PAPER_METRICS if name in metrics}  # the 14 columns
+        items, records = outcomes(results, sources, extracted_answer)
+        write_items(args.items, items, metrics)
+        write_samples(args.samples, records)
         provenance = {
             "tasks": args.tasks,
             "sampling": sampling,
@@ -279,6 +283,24 @@ def _aggregate(args: argparse.Namespace) -> None:
     table = results_table(args.root, args.models, _paper_metrics(args.world))
     write_text(args.out, table.to_csv(index=False))
     print(f"{len(args.models)} models, {len(table)} rows -> {args.out}")
+
+
+def _failures(args: argparse.Namespace) -> None:
+    from onmerge.items import SAMPLES_FILE, failed, read_samples
+
+    columns = _paper_metrics(args.world)
+    names = [name for name, column in columns.items() if column == args.column]
+    if not names:
+        raise SystemExit(f"unknown column {args.column!r} (one of {', '.join(sorted(set(columns.values())))})")
+    records = read_samples(args.eval / SAMPLES_FILE)
+    scored = [record for record in records if names[0] in record["scores"]]
+    failures = [record for record in scored if failed(record, names[0])]
+    print(f"{args.eval}: {args.column} ({names[0]}): {len(failures)} of {len(scored)} samples lost points")
+    for record in failures[: args.limit]:
+        print(f"\n--- {record['task']} / {record['doc_id']}: score {record['scores'][names[0]]}")
+        print(f"prompt:\n{record['prompt']}\nresponse:\n{record['response']}")
+        if record["extracted"] is not None:
+            print(f"read as:\n{record['extracted']}")
 
 
 def _tables(args: argparse.Namespace) -> None:
@@ -425,6 +447,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--metrics", type=Path, required=True)
     step.add_argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate")
     step.add_argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)")
+    step.add_argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)")
 
     step = command(evaluate, "lm-eval", _evaluate_lm_eval, "lm-eval tasks (built-in or under --include-path)")
     step.add_argument("--model", type=Path, required=True)
@@ -441,6 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     step.add_argument("--metrics", type=Path, required=True)
     step.add_argument("--items", type=Path, required=True, help="the 14 columns' per-item scores (onmerge.items)")
+    step.add_argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)")
 
     judge = commands.add_parser("judge", help="judged reward benchmarks").add_subparsers(required=True)
     step = command(judge, "toy", _judge_toy, "toy AlpacaEval 2.0: LC win rate against the SFT reference")
@@ -509,6 +533,12 @@ def build_parser() -> argparse.ArgumentParser:
         step.add_argument("--root", type=Path, required=True, help="results/<preset>: the models' per-item outcomes")
         step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names to read")
         step.add_argument("--out-dir", type=Path, required=True)
+
+    step = command(commands, "failures", _failures, "the samples of one model and column that lost points, and why")
+    step.add_argument("--eval", type=Path, required=True, help="results/<preset>/<model>/eval")
+    step.add_argument("--column", required=True, help="a paper column, e.g. gsm8k_acc, mbpp_pass1, mt_bench")
+    step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names the files use")
+    step.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
 
     step = command(commands, "figures", _figures, "the paper's figures (PNG) from results.csv")
     step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")

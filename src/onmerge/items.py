@@ -1,8 +1,7 @@
-"""Per-item outcomes of an evaluation: each item's score for every metric of `metrics.json`.
+"""Per-item outcomes of an evaluation, and its per-sample records for audit.
 
 Every model of a preset answers the same items, so a difference between two models is best estimated from paired
-items (`onmerge.paired`); these files are what that estimate, and any audit of a score, reads. One file per
-evaluated model, `<model>/eval/items.json.gz`:
+items (`onmerge.paired`). One file per evaluated model, `<model>/eval/items.json.gz`:
 
     {"<metric, as metrics.json names it>": {"ids": [...], "scores": [...], "weights": [...]}, ...}
 
@@ -12,7 +11,12 @@ of its instructions followed and its weight their number. A group (MMLU, the fun
 tasks' items, each id prefixed by its task. When written, every metric's weighted mean is checked against the value
 lm-eval reported, so an items file always agrees with its metrics file.
 
-The file is gzip without a timestamp, so the same evaluation gives the same bytes.
+Beside it, from the same logged samples, `<model>/eval/samples.jsonl.gz` holds one record per scored sample: the
+task, the doc id, the prompt as the model saw it, the response, the answer the scorer read from it (the number, the
+program that ran, the calls) and its score on each metric, so that any score can be traced to the answers that made
+it (`onmerge failures` prints a column's failed samples).
+
+Both files are gzip without a timestamp, so the same evaluation gives the same bytes.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,7 @@ import numpy as np
 from onmerge.atomic import atomic_file
 
 ITEMS_FILE = "items.json.gz"
+SAMPLES_FILE = "samples.jsonl.gz"
 _TOLERANCE = 1e-9  # a weighted mean of the items against lm-eval's own aggregate: same numbers, other summing order
 
 
@@ -60,47 +65,73 @@ def positions(own: tuple[str, ...], ids: tuple[str, ...]) -> np.ndarray:
     return np.fromiter((index[item] for item in ids), dtype=np.int64, count=len(ids))
 
 
-def sample_items(samples: Iterable[Mapping[str, Any]], metric: str, filter_name: str = "none", prefix: str = ""):
-    """(ids, scores, weights) of one metric from lm-eval's logged samples of one task, under one filter.
+@dataclass(frozen=True)
+class Source:
+    """Where a metric's per-item scores lie in lm-eval's logged samples."""
 
-    An item's id is its doc's own `id` where it has one (every onmerge task's doc), else lm-eval's doc index. A
-    sample whose score is a list (IFEval's instruction level) counts as its mean, weighted by its length.
+    task: str  # a task, or a group whose tasks' samples are pooled
+    metric: str  # the key of the score in each sample
+    filter: str = "none"
+
+
+def lm_eval_source(name: str) -> Source:
+    """The source of a metric spelled as `lm_evaluation.task_metrics` spells it: `<task>/<metric>[,<filter>]`."""
+    task, _, metric_filter = name.partition("/")
+    metric, _, filter_name = metric_filter.partition(",")
+    return Source(task, metric, filter_name or "none")
+
+
+# (task, doc, response) -> what the task's scorer reads from the response (a number, a program, calls), or None
+# where it reads the whole response.
+Extractor = Callable[[str, Mapping[str, Any], str], str | None]
+
+
+def outcomes(
+    results: Mapping[str, Any], sources: Mapping[str, Source], extract: Extractor
+) -> tuple[dict[str, dict[str, list]], list[dict[str, Any]]]:
+    """Each metric's items, and one audit record per scored sample, both from lm-eval's logged samples.
+
+    An item's id is its doc's own `id` where it has one (every onmerge task's doc), else lm-eval's doc index,
+    prefixed by its task inside a group. A sample whose score is a list (IFEval's instruction level) counts as its
+    mean, weighted by its length. A record holds the task, the doc id, the filter, the prompt as the model saw it
+    (chat template applied), the response, the answer the scorer read from it, and its score for each metric.
     """
-    ids, scores, weights = [], [], []
-    for sample in sorted(samples, key=lambda sample: sample["doc_id"]):
-        if sample.get("filter", "none") != filter_name or metric not in sample:
-            continue
-        score = sample[metric]
-        outcomes = [float(value) for value in score] if isinstance(score, list | tuple) else [float(score)]
-        ids.append(f"{prefix}{sample['doc'].get('id', sample['doc_id'])}")
-        scores.append(sum(outcomes) / len(outcomes) if outcomes else 0.0)
-        weights.append(float(len(outcomes)))
-    return ids, scores, weights
-
-
-def lm_eval_items(results: Mapping[str, Any], names: Iterable[str]) -> dict[str, dict[str, list]]:
-    """Items of each metric `names` lists, spelled as `lm_evaluation.task_metrics` spells it
-    (`<task>/<metric>[,<filter>]`); a group's metric pools its tasks' items, recursively."""
     if "samples" not in results:
         raise ValueError("lm-eval results without logged samples: run with log_samples=True to keep the items")
-    items = {}
-    for name in names:
-        task, _, metric_filter = name.partition("/")
-        metric, _, filter_name = metric_filter.partition(",")
-        ids, scores, weights = [], [], []
-        leaves = _leaf_tasks(results, task)
-        for leaf in leaves:
-            prefix = f"{leaf}/" if leaf != task else ""
-            leaf_ids, leaf_scores, leaf_weights = sample_items(
-                results["samples"][leaf], metric, filter_name or "none", prefix
-            )
-            ids += leaf_ids
-            scores += leaf_scores
-            weights += leaf_weights
-        if not ids:
-            raise ValueError(f"lm-eval logged no per-item {metric!r} for {task!r}: cannot keep its items")
-        items[name] = {"ids": ids, "scores": scores, "weights": weights}
-    return items
+    items: dict[str, dict[str, list]] = {}
+    records: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for name, source in sources.items():
+        entry: dict[str, list] = {"ids": [], "scores": [], "weights": []}
+        for task in _leaf_tasks(results, source.task):
+            for sample in sorted(results["samples"][task], key=lambda sample: sample["doc_id"]):
+                if sample.get("filter", "none") != source.filter or source.metric not in sample:
+                    continue
+                doc_id = str(sample["doc"].get("id", sample["doc_id"]))
+                score = _plain(sample[source.metric])
+                values = [float(value) for value in score] if isinstance(score, list) else [float(score)]
+                entry["ids"].append(doc_id if task == source.task else f"{task}/{doc_id}")
+                entry["scores"].append(sum(values) / len(values) if values else 0.0)
+                entry["weights"].append(float(len(values)))
+                key = (task, doc_id, source.filter)
+                if key not in records:
+                    records[key] = _record(task, doc_id, sample, extract)
+                records[key]["scores"][name] = score
+        if not entry["ids"]:
+            raise ValueError(f"lm-eval logged no per-item {source.metric!r} for {source.task!r}: cannot keep its items")
+        items[name] = entry
+    return items, [records[key] for key in sorted(records)]
+
+
+def _record(task: str, doc_id: str, sample: Mapping[str, Any], extract: Extractor) -> dict[str, Any]:
+    """A sample as its audit record (its scores are filled in by the caller)."""
+    arguments = sample["arguments"]
+    if len(arguments) > 1:  # multiple choice: one request per choice; the answer is the likeliest choice
+        likelihoods = [float(response[0][0]) for response in sample["resps"]]
+        response = arguments[likelihoods.index(max(likelihoods))][1]
+    else:
+        response = sample["resps"][0][0]
+    record = {"task": task, "doc_id": doc_id, "filter": sample.get("filter", "none"), "prompt": arguments[0][0]}
+    return record | {"response": response, "extracted": extract(task, sample["doc"], response), "scores": {}}
 
 
 def _leaf_tasks(results: Mapping[str, Any], task: str) -> list[str]:
@@ -108,6 +139,13 @@ def _leaf_tasks(results: Mapping[str, Any], task: str) -> list[str]:
     if not subtasks:
         return [task]
     return [leaf for subtask in subtasks for leaf in _leaf_tasks(results, subtask)]
+
+
+def _plain(score: Any) -> Any:
+    """A logged score as JSON writes it (lm-eval may log numpy scalars)."""
+    if isinstance(score, list | tuple):
+        return [_plain(value) for value in score]
+    return score.item() if hasattr(score, "item") else score
 
 
 def check_against(items: Mapping[str, Mapping[str, list]], metrics: Mapping[str, Mapping[str, float]]) -> None:
@@ -128,6 +166,24 @@ def write_items(path: Path, items: Mapping[str, Mapping[str, list]], metrics: Ma
     payload = json.dumps({name: dict(items[name]) for name in sorted(items)}, separators=(",", ":"))
     with atomic_file(path) as partial:
         partial.write_bytes(gzip.compress(payload.encode(), mtime=0))
+
+
+def write_samples(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """The audit records as gzip'd JSON lines, atomically (no timestamp: the same bytes each run)."""
+    text = "".join(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
+    with atomic_file(path) as partial:
+        partial.write_bytes(gzip.compress(text.encode(), mtime=0))
+
+
+def read_samples(path: Path) -> list[dict[str, Any]]:
+    with gzip.open(path, "rt", encoding="utf-8") as stream:
+        return [json.loads(line) for line in stream]
+
+
+def failed(record: Mapping[str, Any], metric: str) -> bool:
+    """Whether a sample lost points on `metric` (a list of outcomes: any of them)."""
+    score = record["scores"][metric]
+    return any(not value for value in score) if isinstance(score, list) else float(score) < 1.0
 
 
 def read_items(path: Path) -> dict[str, Items]:

@@ -28,6 +28,7 @@ if TOY:
         output:
             metrics=f"{RESULTS}/{{model}}/eval/metrics.json",
             per_item=f"{RESULTS}/{{model}}/eval/items.json.gz",
+            samples=f"{RESULTS}/{{model}}/eval/samples.jsonl.gz",
             answers=f"{RESULTS}/{{model}}/eval/answers.json",
         log:
             f"{LOGS}/{{model}}/evaluate.log",
@@ -38,7 +39,8 @@ if TOY:
             "../../envs/onmerge.yaml"
         shell:
             "python -m onmerge.cli evaluate toy --model {input.model} --suite {input.suite} --threads {threads}"
-            " --metrics {output.metrics} --items {output.per_item} --answers {output.answers} > {log} 2>&1"
+            " --metrics {output.metrics} --items {output.per_item} --samples {output.samples}"
+            " --answers {output.answers} > {log} 2>&1"
 
     rule judge:
         """Toy AlpacaEval 2.0: the judged answers against the SFT reference's, length-controlled win rate."""
@@ -67,6 +69,7 @@ else:
         output:
             metrics=f"{RESULTS}/{{model}}/eval/metrics.json",
             per_item=f"{RESULTS}/{{model}}/eval/items.json.gz",
+            samples=f"{RESULTS}/{{model}}/eval/samples.jsonl.gz",
         log:
             f"{LOGS}/{{model}}/evaluate.log",
         benchmark:
@@ -86,7 +89,7 @@ else:
         shell:
             "python -m onmerge.cli evaluate lm-eval --model {input.model} --tasks {params.tasks} {params.include}"
             " {params.sampling} --batch-size {params.batch_size} --metrics {output.metrics} --items {output.per_item}"
-            " > {log} 2>&1"
+            " --samples {output.samples} > {log} 2>&1"
 
     rule answers:
         """The model's answers to a judged benchmark's prompts (MT-Bench: two turns), sampled as the backbone is."""

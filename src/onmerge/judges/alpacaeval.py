@@ -112,6 +112,7 @@ class Comparison:
     read_from: str  # "logprobs", "token", "none", or IDENTICAL (a tie without asking the judge)
     output_length: int
     reference_length: int
+    reply: Mapping[str, Any] | None = None  # what the judge answered: its text and first-token log-probabilities
 
 
 def parse_instructions(records: Sequence[Mapping[str, Any]], where: str, limit: int | None = None) -> list[Instruction]:
@@ -198,9 +199,20 @@ def compare(client: ChatClient, item: Instruction, output: str, model: str) -> C
     if is_identical(item, output):
         return Comparison(item.index, None, 0.5, IDENTICAL, len(output), len(item.reference_output))
     switched, request = judge_request(item, output, model)
-    first, read_from = first_shown_preference(client.complete(request))
+    response = client.complete(request)
+    first, read_from = first_shown_preference(response)
     preference = first if switched else 1.0 - first
-    return Comparison(item.index, switched, preference, read_from, len(output), len(item.reference_output))
+    lengths = len(output), len(item.reference_output)
+    return Comparison(item.index, switched, preference, read_from, *lengths, judge_reply(response))
+
+
+def judge_reply(response: Mapping[str, Any]) -> dict[str, Any]:
+    """The judge's answer as the judgment record keeps it, for audit: the text and the first token's top
+    log-probabilities (where the endpoint gave them), from which the preference was read."""
+    choice = response["choices"][0]
+    content = (choice.get("logprobs") or {}).get("content") or []
+    top = content[0].get("top_logprobs") if content else None
+    return {"content": choice["message"]["content"], "top_logprobs": top}
 
 
 def judge_outputs(

@@ -8,6 +8,7 @@ every response's program in the sandbox, concurrently, before `code_results` rea
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import shutil
@@ -214,53 +215,39 @@ def _verdicts(
     return [[next(verdicts) for _ in responses] for responses in resps]
 
 
+def humaneval_program(doc: Doc, response: str) -> str:
+    return scoring.humaneval_program(doc["source_prompt"], doc["entry_point"], doc["test"], response)
+
+
+def mbpp_program(doc: Doc, response: str) -> str:
+    return scoring.mbpp_program(response, doc["setup"], doc["tests"])
+
+
+def ds1000_program(doc: Doc, response: str) -> str:
+    return scoring.ds1000_program(doc["code_context"], response)
+
+
+def codeapex_program(doc: Doc, response: str, compiler: str) -> str:
+    time_limit = CODEAPEX_CASE_TIME_FACTOR * doc["time_limit_ms"] / 1000
+    return scoring.codeapex_program(doc["code_context"], response, json.loads(doc["cases"]), compiler, time_limit)
+
+
 def humaneval_verdicts(resps: Sequence[Sequence[str]], docs: Sequence[Doc]) -> list[list[bool]]:
-    return _verdicts(
-        resps,
-        docs,
-        lambda doc, response: scoring.humaneval_program(
-            doc["source_prompt"], doc["entry_point"], doc["test"], response
-        ),
-        PYTHON_TIMEOUT,
-        PYTHON_MEMORY_MB,
-    )
+    return _verdicts(resps, docs, humaneval_program, PYTHON_TIMEOUT, PYTHON_MEMORY_MB)
 
 
 def mbpp_verdicts(resps: Sequence[Sequence[str]], docs: Sequence[Doc]) -> list[list[bool]]:
-    return _verdicts(
-        resps,
-        docs,
-        lambda doc, response: scoring.mbpp_program(response, doc["setup"], doc["tests"]),
-        PYTHON_TIMEOUT,
-        PYTHON_MEMORY_MB,
-    )
+    return _verdicts(resps, docs, mbpp_program, PYTHON_TIMEOUT, PYTHON_MEMORY_MB)
 
 
 def ds1000_verdicts(resps: Sequence[Sequence[str]], docs: Sequence[Doc]) -> list[list[bool]]:
-    return _verdicts(
-        resps,
-        docs,
-        lambda doc, response: scoring.ds1000_program(doc["code_context"], response),
-        DS1000_TIMEOUT,
-        DS1000_MEMORY_MB,
-    )
+    return _verdicts(resps, docs, ds1000_program, DS1000_TIMEOUT, DS1000_MEMORY_MB)
 
 
 def codeapex_verdicts(resps: Sequence[Sequence[str]], docs: Sequence[Doc]) -> list[list[bool]]:
     compiler = cpp_compiler()
-    return _verdicts(
-        resps,
-        docs,
-        lambda doc, response: scoring.codeapex_program(
-            doc["code_context"],
-            response,
-            json.loads(doc["cases"]),
-            compiler,
-            CODEAPEX_CASE_TIME_FACTOR * doc["time_limit_ms"] / 1000,
-        ),
-        CODEAPEX_TIMEOUT,
-        CODEAPEX_MEMORY_MB,
-    )
+    program = functools.partial(codeapex_program, compiler=compiler)
+    return _verdicts(resps, docs, program, CODEAPEX_TIMEOUT, CODEAPEX_MEMORY_MB)
 
 
 def code_results(doc: Doc, results: list[bool]) -> dict[str, float]:
@@ -464,3 +451,51 @@ def code_switch_open_docs(dataset: Dataset) -> Dataset:
 
 def code_switch_results(doc: Doc, results: list[str]) -> dict[str, float]:
     return {"no_mixing": float(scoring.single_language(results[0], doc["language"]))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# What each task's scorer reads from a response, for the per-sample records (onmerge.items)
+
+
+def _final_number(doc: Doc, response: str) -> str | None:
+    number = scoring.final_number(response)
+    return None if number is None else str(number.value)
+
+
+def _recalled_keywords(doc: Doc, response: str) -> str:
+    """The gold answers' keywords the response holds (what keyword recall counts)."""
+    found = set(scoring.words(response))
+    return " ".join(sorted(set().union(*(scoring.answer_keywords(answer) for answer in doc["answers"])) & found))
+
+
+def _calls(doc: Doc, response: str) -> str:
+    return json.dumps(scoring.tool_calls(response), ensure_ascii=False)
+
+
+def _json_object(doc: Doc, response: str) -> str:
+    return scoring.code_block(response, ("json",)).strip()
+
+
+READERS: dict[str, Callable[[Doc, str], str | None]] = {
+    "onmerge_gsm8k": _final_number,
+    "onmerge_math401": _final_number,
+    "onmerge_math23k": _final_number,
+    "onmerge_humaneval": humaneval_program,
+    "onmerge_mbpp": mbpp_program,
+    "onmerge_ds1000": ds1000_program,
+    "onmerge_codeapex": lambda doc, response: scoring.codeapex_source(doc["code_context"], response),
+    "onmerge_coqa": _recalled_keywords,
+    "onmerge_drop": _recalled_keywords,
+    "onmerge_fc_singleturn": _calls,
+    "onmerge_fc_glaive": _calls,
+    "onmerge_fc_eval": _calls,
+    "onmerge_fc_json_mode": _json_object,
+}
+
+
+def extracted_answer(task: str, doc: Doc, response: str) -> str | None:
+    """What a task's scorer reads from a response: the final number, the program that runs (CodeApex: the source
+    it compiles), the keywords recalled, the tool calls or JSON object; None where the scorer reads the whole response
+    (IFEval, code-switching) or the response is a multiple-choice pick (MMLU)."""
+    reader = READERS.get(task)
+    return None if reader is None else reader(doc, response)

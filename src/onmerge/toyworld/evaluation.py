@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 from onmerge.atomic import atomic_dir, write_json
-from onmerge.items import sample_items
+from onmerge.items import Source, outcomes
 from onmerge.lm_evaluation import CHAT_END, EVAL_SEED, run_lm_eval
 from onmerge.toyworld import judge, suite
 
@@ -72,12 +72,12 @@ def evaluate_model(
     limit: int | None = None,
     device: str = "cpu",
     answers_path: Path | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list]]]:
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list]], list[dict[str, Any]]]:
     """Evaluate one model on suite tasks (default: all of them) with a single model load and greedy decoding.
 
-    Returns `{column: {"value", "stderr", "n"}}` (`stderr` is lm-eval's standard error of the mean, NaN for n = 1)
-    and each column's items (`onmerge.items`). With `answers_path`, the judged task's answers are written there
-    (JSON, doc id -> answer) for the win rate.
+    Returns `{column: {"value", "stderr", "n"}}` (`stderr` is lm-eval's standard error of the mean, NaN for n = 1),
+    each column's items and the per-sample records (`onmerge.items`). With `answers_path`, the judged task's answers
+    are written there (JSON, doc id -> answer) for the win rate.
     """
     suite_tasks = read_manifest(include_path)["tasks"]
     names = _check_tasks(suite_tasks if tasks is None else tasks, suite.TASKS, "the toy suite")
@@ -96,14 +96,12 @@ def evaluate_model(
     )
     if answers_path is not None:
         _write_answers(results, answers_path)
-    metrics, items = {}, {}
-    for name in names:
-        spec = suite.TASKS[name]
-        metrics |= _task_columns(results, spec)
-        for column, metric in _metric_of(spec).items():
-            ids, scores, weights = sample_items(results["samples"][name], metric)
-            items[column] = {"ids": ids, "scores": scores, "weights": weights}
-    return metrics, items
+    metrics = {column: entry for name in names for column, entry in _task_columns(results, suite.TASKS[name]).items()}
+    sources = {
+        column: Source(name, metric) for name in names for column, metric in _metric_of(suite.TASKS[name]).items()
+    }
+    items, records = outcomes(results, sources, suite.extracted_answer)
+    return metrics, items, records
 
 
 def write_results(metrics: Mapping[str, Mapping[str, float]], path: Path, *, include_path: Path) -> None:

@@ -7,6 +7,7 @@ model's answers (the toy AlpacaEval) can be computed once both exist.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -36,3 +37,10 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
     if task == JUDGE_TASK.name:
         return {"toy_mt_bench": judge.judge_score(item_of(doc), response)}
     return world.score(task, doc, response)
+
+
+def extracted_answer(task: str, doc: dict[str, Any], response: str) -> str | None:
+    """What a column's scorer reads from a response, for the per-sample records (onmerge.items)."""
+    if task == JUDGE_TASK.name or task not in world.TASKS or world.TASKS[task].output_type != "generate_until":
+        return None  # the judge reads the whole answer; a multiple-choice answer is the choice itself
+    return world.extracted_answer(task, json.loads(doc["doc_json"]), response)

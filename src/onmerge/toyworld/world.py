@@ -626,8 +626,7 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
     if task in MATH_TASKS:
         return {task: float(final_number(response) == doc["answer"])}
     if task in CODE_TASKS:
-        program = code_of(response) + "\n\n" + "\n".join(doc["tests"]) + "\n"
-        return {task: float(run_python(program, timeout=3.0).passed)}
+        return {task: float(run_python(_program(doc, response), timeout=3.0).passed)}
     if task == "toy_ifeval":
         checks = _instructions(random.Random(0))
         results = [checks[name][2](response, doc["prompt"]) for name in doc["instructions"]]
@@ -639,6 +638,26 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
     if task == "toy_code_switch":
         return {task: float(language_of(response) == doc["target"])}
     raise ValueError(f"task {task!r} is not scored by generation")
+
+
+def extracted_answer(task: str, doc: dict[str, Any], response: str) -> str | None:
+    """What `score` reads from a response (the number, the program it runs, the call, the language), for the
+    per-sample records; None where it reads the whole response (instructions followed, keywords recalled)."""
+    if task in MATH_TASKS:
+        number = final_number(response)
+        return None if number is None else str(number)
+    if task in CODE_TASKS:
+        return _program(doc, response)
+    if task == "toy_function_calling":
+        return json.dumps(_function_call_of(response))
+    if task == "toy_code_switch":
+        return language_of(response) or "both or neither"
+    return None
+
+
+def _program(doc: dict[str, Any], response: str) -> str:
+    """The program a code column runs: the response's code, then the doc's tests."""
+    return code_of(response) + "\n\n" + "\n".join(doc["tests"]) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------------------
