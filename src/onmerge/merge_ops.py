@@ -9,13 +9,14 @@ p costs about p of a dense copy, and applying it touches only the kept entries.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from onmerge.seeding import stable_seed
 
 # Above this reserve rate one dense uniform draw is cheaper than geometric gap sampling.
 _DENSE_DRAW_ABOVE_P = 0.1
@@ -68,9 +69,7 @@ def seeded_generator(seed: int, *keys: object, device: torch.device | str = "cpu
     Masks drawn from `seeded_generator(seed, name, step)` do not depend on the order tensors are visited in, survive a
     resume without saving any RNG state, and let a test redraw exactly the mask an optimizer used.
     """
-    text = ":".join(str(key) for key in (seed, *keys)).encode()
-    digest = int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
-    return torch.Generator(device=device).manual_seed(digest & (2**63 - 1))
+    return torch.Generator(device=device).manual_seed(stable_seed(seed, *keys))
 
 
 def random_keep_indices(numel: int, reserve_p: float, generator: torch.Generator, device=None) -> Tensor:

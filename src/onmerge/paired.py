@@ -25,7 +25,6 @@ the seed bootstrap is coarse (3 seeds give 10 distinct multisets) and somewhat n
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ import numpy as np
 
 from onmerge.aggregate import CATEGORIES, PAPER_COLUMNS
 from onmerge.items import ITEMS_FILE, Items, positions, read_items
+from onmerge.seeding import stable_seed
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20240528  # the paper's arXiv date: any fixed number would do
@@ -208,7 +208,7 @@ class PairedBootstrap:
         if not 0 < level < 1:
             raise ValueError(f"interval level {level} is not in (0, 1)")
         weights = metric_weights(metric)
-        rng = np.random.default_rng(_stable_seed(self._seed, metric, *(f"{w}:{','.join(m)}" for w, m in terms)))
+        rng = np.random.default_rng(stable_seed(self._seed, metric, *(f"{w}*{','.join(m)}" for w, m in terms)))
         value, resampled = 0.0, np.zeros(self._resamples)
         for weight, models in terms:
             if not models:
@@ -245,10 +245,5 @@ class PairedBootstrap:
         """The item draws of measure `name`: the same for every model (the pairing), chunk by chunk."""
         for start in range(0, self._resamples, _CHUNK):
             size = min(_CHUNK, self._resamples - start)
-            rng = np.random.default_rng(_stable_seed(self._seed, "items", name, str(start)))
+            rng = np.random.default_rng(stable_seed(self._seed, "items", name, start))
             yield rng.integers(count, size=(size, count))
-
-
-def _stable_seed(*parts: object) -> int:
-    """A seed from text (Python's hash() changes between processes)."""
-    return int.from_bytes(hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()[:8], "little")
