@@ -25,8 +25,9 @@ the seed bootstrap is coarse (3 seeds give 10 distinct multisets) and somewhat n
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -192,12 +193,17 @@ Term = tuple[float, tuple[str, ...]]  # (weight, the row's model for each seed, 
 class PairedBootstrap:
     """Paired contrasts between the evaluated models of one preset (module docstring).
 
-    `measures(path)` gives a model's measures; each model's resampled values are computed once per measure and
-    reused by every contrast it appears in.
+    `measures(path)` gives a model's measures (read once per model); each model's resampled values are computed
+    once per measure and reused by every contrast it appears in.
     """
 
-    def __init__(self, measures, resamples: int = RESAMPLES, seed: int = BOOTSTRAP_SEED):
-        self._measures = measures
+    def __init__(
+        self,
+        measures: Callable[[str], Mapping[str, Measure]],
+        resamples: int = RESAMPLES,
+        seed: int = BOOTSTRAP_SEED,
+    ):
+        self._read = functools.cache(measures)
         self._resamples = resamples
         self._seed = seed
         self._cache: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
@@ -231,7 +237,7 @@ class PairedBootstrap:
 
     def _measure(self, model: str, name: str) -> tuple[float, np.ndarray]:
         if (model, name) not in self._cache:
-            measures = self._measures(model)
+            measures = self._read(model)
             if name not in measures:
                 raise ValueError(f"{model}: no per-item outcomes for {name!r} (found {sorted(measures)})")
             measure = measures[name]
