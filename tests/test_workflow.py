@@ -314,3 +314,20 @@ def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path
     assert shared.returncode == 0, shared.stderr
     # 2 trainings, 3 merges of the AdamW cell, and the 5 models' evaluations; the SFT reference is untouched
     assert job_counts(shared.stdout) == {"train": 2, "merge": 3, "evaluate": 5, "judge": 5} | after_training
+
+
+@pytest.mark.slow
+def test_a_hostile_preset_path_reaches_the_reporting_steps_quoted(smoke_run, tmp_path):
+    """The preset's path is a user's string: with spaces and command substitutions in it, the tables, verdicts and
+    provenance steps (the smoke preset draws no figure) still read it as one path, and nothing it spells runs."""
+    folder = tmp_path / "my presets $(touch pwned) ; touch pwned2 `touch pwned3`"
+    folder.mkdir()
+    preset = folder / "smoke.yaml"
+    shutil.copyfile(PRESETS / "smoke.yaml", preset)
+    result = snakemake("tables", "verdicts", "provenance", "--config", f"preset={preset}", workdir=smoke_run)
+    assert result.returncode == 0, result.stderr[-3000:]
+    counts = job_counts(result.stdout + result.stderr)
+    assert counts["tables"] == counts["verdicts"] == counts["provenance"] == 1  # each ran, with the new path
+    for where in (smoke_run, ROOT, tmp_path):
+        assert not list(where.rglob("pwned*")), f"a command in the preset's path ran in {where}"
+    assert (smoke_run / "results" / "smoke" / "verdicts.md").is_file()

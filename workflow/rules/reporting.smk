@@ -43,8 +43,9 @@ if TABLES:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli tables --results {input.results} --preset {params.preset:q} --paper {params.paper:q}"
-            " --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q} > {log} 2>&1"
+            "python -m onmerge.cli tables --results {input.results:q} --preset {params.preset:q}"
+            " --paper {params.paper:q} --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q}"
+            " > {log:q} 2>&1"
 
 
 localrules:
@@ -76,8 +77,9 @@ rule verdicts:
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli verdicts --results {input.results} --preset {params.preset:q} --paper {params.paper:q}"
-        " --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q} > {log} 2>&1"
+        "python -m onmerge.cli verdicts --results {input.results:q} --preset {params.preset:q}"
+        " --paper {params.paper:q} --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q}"
+        " > {log:q} 2>&1"
 
 
 if FIGURES:
@@ -105,8 +107,8 @@ if FIGURES:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli figures --results {input.results} --preset {params.preset}"
-            " --out-dir {params.out_dir} > {log} 2>&1"
+            "python -m onmerge.cli figures --results {input.results:q} --preset {params.preset:q}"
+            " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule provenance:
@@ -129,8 +131,8 @@ rule provenance:
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli provenance --preset {params.preset} --benchmarks {params.benchmarks}"
-        " --out-dir {params.out_dir} > {log} 2>&1"
+        "python -m onmerge.cli provenance --preset {params.preset:q} --benchmarks {params.benchmarks:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 # What `rule all` asks for: a preset without a table's or figure's study has no such output.
