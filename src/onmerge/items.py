@@ -163,14 +163,16 @@ def check_against(items: Mapping[str, Mapping[str, list]], metrics: Mapping[str,
 def write_items(path: Path, items: Mapping[str, Mapping[str, list]], metrics: Mapping[str, Mapping[str, float]]):
     """Check the items against the metrics, then write them atomically (gzip, no timestamp: same bytes each run)."""
     check_against(items, metrics)
-    payload = json.dumps({name: dict(items[name]) for name in sorted(items)}, separators=(",", ":"))
-    with atomic_file(path) as partial:
-        partial.write_bytes(gzip.compress(payload.encode(), mtime=0))
+    _write_gzipped(path, json.dumps({name: dict(items[name]) for name in sorted(items)}, separators=(",", ":")))
 
 
 def write_samples(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
     """The audit records as gzip'd JSON lines, atomically (no timestamp: the same bytes each run)."""
-    text = "".join(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records)
+    _write_gzipped(path, "".join(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n" for record in records))
+
+
+def _write_gzipped(path: Path, text: str) -> None:
+    """`text` gzip'd at `path`, atomically; no timestamp in the header, so the same text gives the same bytes."""
     with atomic_file(path) as partial:
         partial.write_bytes(gzip.compress(text.encode(), mtime=0))
 

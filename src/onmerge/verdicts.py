@@ -90,11 +90,15 @@ class Context:
         candidates = tables.row_candidates(self.preset, spec, backbone, "dpo", method) or []
         return {float(dict(candidate[0].params)[param]): _paths(candidate) for candidate in candidates}
 
-    def published(self, table: str, backbone: str, keys: Mapping[str, Any], column: str) -> float:
-        """A value of a published table (NaN where the paper has none), for the backbone this one mirrors."""
+    def published_table(self, table: str) -> pd.DataFrame:
+        """A published table in the tidy layout of `onmerge.tables.published`, read once."""
         if table not in self._published:
             self._published[table] = tables.published(self.paper_dir, table)
-        frame = self._published[table]
+        return self._published[table]
+
+    def published(self, table: str, backbone: str, keys: Mapping[str, Any], column: str) -> float:
+        """A value of a published table (NaN where the paper has none), for the backbone this one mirrors."""
+        frame = self.published_table(table)
         selected = frame[
             (frame["backbone"] == tables.published_backbone(self.preset, backbone)) & (frame["column"] == column)
         ]
@@ -257,7 +261,7 @@ def _other_losses(context: Context, study: str) -> list[Comparison]:
 def _merging_weight(context: Context, study: str) -> list[Comparison]:
     """C8: the largest merging weight alpha is worse than the smallest on both axes (Table 2)."""
     spec = context.preset["studies"][study]
-    paper = tables.published(context.paper_dir, "table2")
+    paper = context.published_table("table2")
     paper_alphas = sorted({float(label.removeprefix("alpha=")) for label in paper["label"]})
     comparisons = []
     for backbone in spec["backbones"]:
