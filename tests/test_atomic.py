@@ -2,6 +2,9 @@
 
 import ast
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,3 +130,67 @@ def test_every_results_writer_goes_through_a_staging_folder_or_file():
         write for module in sorted(root.joinpath("onmerge").rglob("*.py")) for write in _unstaged_writes(module, root)
     ]
     assert unstaged == []
+
+
+# A writer killed with SIGKILL inside the staging block: what it leaves, and what the next write of the same output
+# removes. The child prints its staging path, then waits to be killed.
+_KILLED_WRITER = """\
+import sys, time
+from pathlib import Path
+from onmerge.atomic import atomic_dir, atomic_file
+kind, out = sys.argv[1], Path(sys.argv[2])
+with (atomic_dir if kind == "dir" else atomic_file)(out) as staging:
+    if kind == "dir":
+        (staging / "weights.bin").write_bytes(b"half")
+    else:
+        staging.write_text("half")
+    print(staging, flush=True)
+    time.sleep(60)
+"""
+
+
+def _writer(kind: str, out: Path) -> tuple[subprocess.Popen, Path]:
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, kind, str(out)], stdout=subprocess.PIPE, text=True)
+    return child, Path(child.stdout.readline().strip())
+
+
+@pytest.mark.parametrize("kind", ["dir", "file"])
+def test_the_next_write_removes_what_a_killed_writer_left(tmp_path, kind):
+    out = tmp_path / ("model" if kind == "dir" else "metrics.json")
+    child, staging = _writer(kind, out)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert staging.exists() and staging.name.startswith(f".{out.name}.partial-"), "the kill left its staging"
+    if kind == "dir":
+        with atomic_dir(out) as fresh:
+            (fresh / "weights.bin").write_bytes(b"whole")
+    else:
+        write_text(out, "whole")
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_a_running_writer_of_the_same_file_keeps_its_staging(tmp_path):
+    """Files may have concurrent writers (a shared judge cache): only a dead writer's staging is removed."""
+    out = tmp_path / "judgment.json"
+    child, staging = _writer("file", out)
+    try:
+        write_text(out, "mine")
+        assert staging.is_file(), "a live writer's staging file was removed"
+    finally:
+        child.kill()
+        child.wait()
+    write_text(out, "again")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["judgment.json"]
+
+
+def test_a_folder_write_removes_staging_left_by_any_earlier_writer(tmp_path):
+    """One writer per folder: staging from another host, or named by an older version, is removed too."""
+    out = tmp_path / "model"
+    left = [f".model.partial-{'0' * 32}", ".model.partial-node17.1234.abcdef", ".model.replaced-node17.99.abc"]
+    for name in left:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shard.safetensors").write_bytes(b"x")
+    (tmp_path / ".other.partial-node17.1.a").mkdir()  # another output's staging is not ours to remove
+    with atomic_dir(out) as staging:
+        (staging / "config.json").write_text("{}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.partial-node17.1.a", "model"]

@@ -11,6 +11,7 @@ from onmerge.training import (
     PreferenceTraining,
     batch_split,
     last_complete_checkpoint,
+    remove_unresumable_checkpoints,
     train_preference,
 )
 
@@ -153,3 +154,15 @@ def test_resume_takes_the_latest_checkpoint_that_was_written_whole(tmp_path):
     checkpoint(12, whole[:-1])  # killed before its RNG state was written
     checkpoint(14, ["model.safetensors"])
     assert last_complete_checkpoint(tmp_path) == tmp_path / "checkpoint-10"
+
+
+def test_checkpoints_made_with_other_settings_are_removed_and_the_resumable_ones_kept(tmp_path):
+    """A failed run's checkpoints are reused by a rerun with the same settings, and removed once they cannot be."""
+    current = tmp_path / ".model.checkpoints-aaaa"
+    folders = [current, tmp_path / ".model.checkpoints-bbbb", tmp_path / ".model.checkpoints-cccc"]
+    for folder in folders:
+        (folder / "checkpoint-3").mkdir(parents=True)
+    (tmp_path / ".other.checkpoints-bbbb").mkdir()  # another cell's
+    remove_unresumable_checkpoints(current)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".model.checkpoints-aaaa", ".other.checkpoints-bbbb"]
+    assert (current / "checkpoint-3").is_dir()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -120,6 +121,8 @@ def train_preference(
     reference = None if optimizer.name == "lora" else AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
     per_device, accumulation = batch_split(training)
     checkpoints = checkpoint_dir(out, sft=sft, base=base, rows=rows, training=training, optimizer=optimizer)
+    if int(os.environ.get("RANK", "0")) == 0:
+        remove_unresumable_checkpoints(checkpoints)
     common = {
         "output_dir": str(checkpoints),
         "beta": training.beta,
@@ -210,6 +213,14 @@ def checkpoint_dir(
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return out.with_name(f".{out.name}.checkpoints-{digest}")
+
+
+def remove_unresumable_checkpoints(checkpoints: Path) -> None:
+    """Remove this cell's checkpoint folders other than `checkpoints`: made with other inputs or settings (a failed
+    run's, before the preset changed), they can never be resumed, and at 7B scale each holds tens of GB."""
+    for stale in checkpoints.parent.glob(f"{glob.escape(checkpoints.name.rpartition('-')[0])}-*"):
+        if stale != checkpoints:
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 class _CellOptimizer:

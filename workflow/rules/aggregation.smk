@@ -20,12 +20,12 @@ rule aggregate:
     params:
         root=lambda wildcards, output: Path(output[0]).parent,
         world=METRIC_NAMES,
-        models=" ".join(model.path for model in MODELS),
+        models=[model.path for model in MODELS],
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli aggregate --root {params.root} --world {params.world} --out {output} {params.models}"
-        " > {log} 2>&1"
+        "python -m onmerge.cli aggregate --root {params.root:q} --world {params.world:q} --out {output:q} {params.models:q}"
+        " > {log:q} 2>&1"
 
 
 rule aggregate_study:
@@ -41,9 +41,9 @@ rule aggregate_study:
     params:
         root=lambda wildcards, output: Path(output[0]).parent.parent,
         world=METRIC_NAMES,
-        models=lambda wildcards: " ".join(model.path for model in grid.study_models(PRESET, wildcards.study)),
+        models=lambda wildcards: [model.path for model in grid.study_models(PRESET, wildcards.study)],
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli aggregate --root {params.root} --world {params.world} --out {output} {params.models}"
-        " > {log} 2>&1"
+        "python -m onmerge.cli aggregate --root {params.root:q} --world {params.world:q} --out {output:q} {params.models:q}"
+        " > {log:q} 2>&1"

@@ -12,5 +12,5 @@ rule bench_optim:
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli bench optim --params {params.bench[params]} --tensors {params.bench[tensors]}"
-        " --reserve-p {params.bench[reserve_p]} --repeats {params.bench[repeats]} --out {output} > {log} 2>&1"
+        "python -m onmerge.cli bench optim --params {params.bench[params]:q} --tensors {params.bench[tensors]:q}"
+        " --reserve-p {params.bench[reserve_p]:q} --repeats {params.bench[repeats]:q} --out {output:q} > {log:q} 2>&1"

@@ -1,5 +1,4 @@
 import json
-import shlex
 import sys
 from pathlib import Path
 
@@ -10,20 +9,18 @@ validate(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 # Jobs run `python -m onmerge.cli` with the package from this checkout's src/. Without --sdm conda, `python` is the
 # interpreter running Snakemake (so `.venv/bin/snakemake` works without an activated venv); with it, the rule's
-# environment. A shell prefix, not a param of each rule, so moving the checkout must not rerun finished jobs; the
-# FSDP launch config's path travels the same way (Snakemake's own copy of it lies in a folder that changes each run).
+# environment. Snakemake formats the prefix like a shell command, so its braces are doubled to reach the shell single.
 _uses_conda = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
-_interpreter_dir = "" if _uses_conda else Path(sys.executable).parent
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))
+from onmerge.shell import job_prologue  # noqa: E402
+
 shell.prefix(
-    "set -euo pipefail; "
-    + (f'export PATH="{_interpreter_dir}:$PATH"; ' if _interpreter_dir else "")
-    + f'export PYTHONPATH="{Path(workflow.basedir) / "src"}'
-    + '${{PYTHONPATH:+:$PYTHONPATH}}"; '  # Snakemake formats the prefix: doubled braces reach the shell single
-    + f'export ONMERGE_FSDP_CONFIG="{Path(workflow.basedir) / "workflow" / "accelerate" / "fsdp.yaml"}"; '
+    job_prologue(None if _uses_conda else Path(sys.executable).parent, Path(workflow.basedir))
+    .replace("{", "{{")
+    .replace("}", "}}")
 )
 
 # The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 from onmerge import figures, grid, tables  # noqa: E402
 from onmerge.config import load_preset, preset_path  # noqa: E402
 from onmerge.toyworld.backbones import BACKBONES  # noqa: E402
@@ -56,25 +53,29 @@ def evaluation_files(models):
     return [f"{RESULTS}/{model.path}/eval/{name}" for model in models for name in names]
 
 
+# Arguments are built as lists, one element per shell word, so that a rule's `{params.x:q}` quotes every element:
+# no string from a preset reaches the shell unquoted.
+
+
 def sampling_arguments():
     """`evaluate lm-eval --sampling key=value ...` for the sampled tasks, or nothing for a greedy backbone."""
-    return " ".join(["--sampling", *(f"{key}={value}" for key, value in SAMPLING.items())]) if SAMPLING else ""
+    return ["--sampling", *(f"{key}={value}" for key, value in SAMPLING.items())] if SAMPLING else []
 
 
 def judged_prompts(judged):
     """Where `onmerge answers` reads a judged benchmark's prompts."""
     if judged == "mt_bench":
-        return f"--questions {shlex.quote(JUDGES[judged]['questions'])}"
-    return f"--instructions {shlex.quote(JUDGES[judged]['instructions'])}"
+        return ["--questions", JUDGES[judged]["questions"]]
+    return ["--instructions", JUDGES[judged]["instructions"]]
 
 
 def judged_sources(judged):
     """What `onmerge judge` reads besides the answers: the prompts, and MT-Bench's references or AlpacaEval's
     length-control data."""
-    source = {key: shlex.quote(str(value)) for key, value in JUDGES[judged].items()}
+    source = JUDGES[judged]
     if judged == "mt_bench":
-        return f"{judged_prompts(judged)} --references {source['references']}"
-    return f"{judged_prompts(judged)} --gamed-annotations {source['gamed_annotations']} --glm {source['glm']}"
+        return [*judged_prompts(judged), "--references", source["references"]]
+    return [*judged_prompts(judged), "--gamed-annotations", source["gamed_annotations"], "--glm", source["glm"]]
 
 
 def train_cell(wildcards):
@@ -102,8 +103,8 @@ def training_inputs(wildcards):
 
 def merge_arguments(wildcards):
     hyper = dict(grid.parse_params(wildcards.merge_params, grid.MERGE_PARAMS[wildcards.merge], "merge parameters"))
-    density = f" --density {hyper['density']}" if "density" in hyper else ""
-    return f"--method {wildcards.merge} --weight {hyper['weight']}{density}"
+    density = ["--density", hyper["density"]] if "density" in hyper else []
+    return ["--method", wildcards.merge, "--weight", hyper["weight"], *density]
 
 
 def judge_reference(wildcards):

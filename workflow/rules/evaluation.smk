@@ -17,8 +17,8 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli toy suite --docs-per-task {params.docs} --seed {params.seed} --out {output}"
-            " > {log} 2>&1"
+            "python -m onmerge.cli toy suite --docs-per-task {params.docs:q} --seed {params.seed:q} --out {output:q}"
+            " > {log:q} 2>&1"
 
     rule evaluate:
         """The 14 toy benchmark columns and the judged task (toy MT-Bench) in one lm-eval run, greedy."""
@@ -38,9 +38,9 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli evaluate toy --model {input.model} --suite {input.suite} --threads {threads}"
-            " --metrics {output.metrics} --items {output.per_item} --samples {output.samples}"
-            " --answers {output.answers} > {log} 2>&1"
+            "python -m onmerge.cli evaluate toy --model {input.model:q} --suite {input.suite:q} --threads {threads:q}"
+            " --metrics {output.metrics:q} --items {output.per_item:q} --samples {output.samples:q}"
+            " --answers {output.answers:q} > {log:q} 2>&1"
 
     rule judge:
         """Toy AlpacaEval 2.0: the judged answers against the SFT reference's, length-controlled win rate."""
@@ -57,8 +57,8 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli judge toy --suite {input.suite} --answers {input.answers}"
-            " --reference-answers {input.reference} --out {output} > {log} 2>&1"
+            "python -m onmerge.cli judge toy --suite {input.suite:q} --answers {input.answers:q}"
+            " --reference-answers {input.reference:q} --out {output:q} > {log:q} 2>&1"
 
 else:
 
@@ -75,9 +75,9 @@ else:
         benchmark:
             f"{BENCHMARKS}/{{model}}/evaluate.tsv"
         params:
-            tasks=" ".join(EVALUATION["tasks"]),
-            include=f"--include-path {EVALUATION['include_path']}" if "include_path" in EVALUATION else "",
-            sampling=sampling_arguments(),
+            tasks=lambda wildcards: EVALUATION["tasks"],  # functions: Snakemake expands {braces} in plain strings
+            include=lambda wildcards: ["--include-path", EVALUATION["include_path"]] if "include_path" in EVALUATION else [],
+            sampling=lambda wildcards: sampling_arguments(),
             batch_size=EVALUATION.get("batch_size", 16),
         threads: 8
         resources:
@@ -87,9 +87,9 @@ else:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli evaluate lm-eval --model {input.model} --tasks {params.tasks} {params.include}"
-            " {params.sampling} --batch-size {params.batch_size} --metrics {output.metrics} --items {output.per_item}"
-            " --samples {output.samples} > {log} 2>&1"
+            "python -m onmerge.cli evaluate lm-eval --model {input.model:q} --tasks {params.tasks:q} {params.include:q}"
+            " {params.sampling:q} --batch-size {params.batch_size:q} --metrics {output.metrics:q} --items {output.per_item:q}"
+            " --samples {output.samples:q} > {log:q} 2>&1"
 
     rule answers:
         """The model's answers to a judged benchmark's prompts (MT-Bench: two turns), sampled as the backbone is."""
@@ -114,8 +114,8 @@ else:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli answers {params.command} --model {input.model} {params.prompts}"
-            " --generation {params.generation:q} --batch-size {params.batch_size} --out {output} > {log} 2>&1"
+            "python -m onmerge.cli answers {params.command:q} --model {input.model:q} {params.prompts:q}"
+            " --generation {params.generation:q} --batch-size {params.batch_size:q} --out {output:q} > {log:q} 2>&1"
 
     localrules:
         judge,  # the judge is an API on the network; jobs on a cluster's login node
@@ -138,5 +138,5 @@ else:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli judge {params.command} {params.sources} --answers {input}"
-            " --cache {params.cache} --out {output} > {log} 2>&1"
+            "python -m onmerge.cli judge {params.command:q} {params.sources:q} --answers {input:q}"
+            " --cache {params.cache:q} --out {output:q} > {log:q} 2>&1"

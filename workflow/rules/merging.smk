@@ -19,5 +19,5 @@ rule merge:
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "python -m onmerge.cli merge {params.arguments} --rlhf {input.rlhf} --sft {input.sft} --base {input.base}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        "python -m onmerge.cli merge {params.arguments:q} --rlhf {input.rlhf:q} --sft {input.sft:q} --base {input.base:q}"
+        " --threads {threads:q} --out {output:q} > {log:q} 2>&1"

@@ -17,8 +17,8 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli toy tokenizer --arch {wildcards.arch} --seed {params.seed} --out {output}"
-            " > {log} 2>&1"
+            "python -m onmerge.cli toy tokenizer --arch {wildcards.arch:q} --seed {params.seed:q} --out {output:q}"
+            " > {log:q} 2>&1"
 
     rule toy_base:
         """Pre-train a tiny model of the backbone's architecture on the toy world's documents."""
@@ -37,8 +37,8 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli toy base --backbone {wildcards.backbone} --tokenizer {input.tokenizer}"
-            " --scale {params.scale} --seed {params.seed} --threads {threads} --out {output} > {log} 2>&1"
+            "python -m onmerge.cli toy base --backbone {wildcards.backbone:q} --tokenizer {input.tokenizer:q}"
+            " --scale {params.scale:q} --seed {params.seed:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
     rule toy_sft:
         """Supervised fine-tuning of the base on the toy world's chat data (trl SFTTrainer)."""
@@ -57,8 +57,8 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli toy sft --base {input.base} --scale {params.scale} --seed {params.seed}"
-            " --threads {threads} --out {output} > {log} 2>&1"
+            "python -m onmerge.cli toy sft --base {input.base:q} --scale {params.scale:q} --seed {params.seed:q}"
+            " --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
 else:
     # On a cluster these run where Snakemake runs (the login node): they need the network, compute nodes often lack it.
@@ -80,4 +80,4 @@ else:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli fetch-model --source {params.source:q} --out {output} > {log} 2>&1"
+            "python -m onmerge.cli fetch-model --source {params.source:q} --out {output:q} > {log:q} 2>&1"

@@ -22,8 +22,8 @@ if TOY:
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli toy preferences --pairs {params.pairs} --seed {params.seed}"
-            " --out-dir {params.out_dir} > {log} 2>&1"
+            "python -m onmerge.cli toy preferences --pairs {params.pairs:q} --seed {params.seed:q}"
+            " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 else:
     # On a cluster these run where Snakemake runs (the login node): they need the network, compute nodes often lack it.
@@ -39,11 +39,11 @@ else:
         benchmark:
             f"{BENCHMARKS}/preferences.tsv"
         params:
-            source=PRESET.get("preferences"),
+            source=lambda wildcards: PRESET["preferences"],  # a function: Snakemake expands {braces} in strings
             out_dir=lambda wildcards, output: Path(output.train).parent,
         conda:
             "../../envs/onmerge.yaml"
         shell:
             "python -m onmerge.cli ultrafeedback --dataset {params.source[dataset]:q}"
-            " --train-split {params.source[train_split]} --test-split {params.source[test_split]}"
-            " --out-dir {params.out_dir} > {log} 2>&1"
+            " --train-split {params.source[train_split]:q} --test-split {params.source[test_split]:q}"
+            " --out-dir {params.out_dir:q} > {log:q} 2>&1"

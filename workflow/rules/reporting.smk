@@ -35,7 +35,7 @@ if TABLES:
         benchmark:
             f"{BENCHMARKS}/tables.tsv"
         params:
-            preset=config["preset"],
+            preset=lambda wildcards: config["preset"],
             paper=lambda wildcards, input: Path(input.paper[0]).parent,
             out_dir=lambda wildcards, output: Path(output[0]).parent,
             root=lambda wildcards, input: Path(input.results).parent,
@@ -44,7 +44,7 @@ if TABLES:
             "../../envs/onmerge.yaml"
         shell:
             "python -m onmerge.cli tables --results {input.results:q} --preset {params.preset:q}"
-            " --paper {params.paper:q} --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q}"
+            " --paper {params.paper:q} --root {params.root:q} --world {params.world:q} --out-dir {params.out_dir:q}"
             " > {log:q} 2>&1"
 
 
@@ -69,7 +69,7 @@ rule verdicts:
     benchmark:
         f"{BENCHMARKS}/verdicts.tsv"
     params:
-        preset=config["preset"],
+        preset=lambda wildcards: config["preset"],
         paper=lambda wildcards, input: Path(input.paper[0]).parent,
         root=lambda wildcards, input: Path(input.results).parent,
         out_dir=lambda wildcards, output: Path(output[0]).parent,
@@ -78,7 +78,7 @@ rule verdicts:
         "../../envs/onmerge.yaml"
     shell:
         "python -m onmerge.cli verdicts --results {input.results:q} --preset {params.preset:q}"
-        " --paper {params.paper:q} --root {params.root:q} --world {params.world} --out-dir {params.out_dir:q}"
+        " --paper {params.paper:q} --root {params.root:q} --world {params.world:q} --out-dir {params.out_dir:q}"
         " > {log:q} 2>&1"
 
 
@@ -102,7 +102,7 @@ if FIGURES:
         benchmark:
             f"{BENCHMARKS}/figures.tsv"
         params:
-            preset=config["preset"],
+            preset=lambda wildcards: config["preset"],
             out_dir=lambda wildcards, output: Path(output[0]).parent,
         conda:
             "../../envs/onmerge.yaml"
@@ -125,7 +125,7 @@ rule provenance:
     benchmark:
         f"{BENCHMARKS}/provenance.tsv"
     params:
-        preset=config["preset"],
+        preset=lambda wildcards: config["preset"],
         benchmarks=BENCHMARKS,
         out_dir=lambda wildcards, output: Path(output[0]).parent,
     conda:

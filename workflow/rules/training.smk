@@ -14,7 +14,7 @@ rule train:
         f"{BENCHMARKS}/{CELL}/train.tsv"
     params:
         settings=lambda wildcards: json.dumps(grid.training_settings(PRESET, train_cell(wildcards))),
-        base=lambda wildcards, input: f"--base {input.base}" if "base" in input.keys() else "",
+        base=lambda wildcards, input: ["--base", input.base] if "base" in input.keys() else [],
         launch=launcher(GPUS),
     threads: 1 if TOY else 8
     resources:
@@ -24,5 +24,5 @@ rule train:
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "{params.launch} onmerge.cli train --sft {input.sft} {params.base} --preferences {input.preferences}"
-        " --settings {params.settings:q} --threads {threads} --out {output} > {log} 2>&1"
+        "{params.launch} onmerge.cli train --sft {input.sft:q} {params.base:q} --preferences {input.preferences:q}"
+        " --settings {params.settings:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"

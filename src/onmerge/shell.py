@@ -1,0 +1,23 @@
+"""The shell prologue of every workflow job, with every path quoted: a checkout under `/home/a b/$(x)` is a path."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+
+def job_prologue(interpreter_dir: Path | None, checkout: Path) -> str:
+    """Strict mode; `python` from `interpreter_dir` when given (None: the job's conda env); this checkout's package
+    first on PYTHONPATH; the FSDP launch config's path.
+
+    Prepended to each job rather than passed as a param, so that moving the checkout reruns nothing.
+    """
+    path = f'export PATH={shlex.quote(str(interpreter_dir))}:"$PATH"; ' if interpreter_dir else ""
+    package = shlex.quote(str(checkout / "src"))
+    fsdp = shlex.quote(str(checkout / "workflow" / "accelerate" / "fsdp.yaml"))
+    return (
+        "set -euo pipefail; "
+        + path
+        + f'export PYTHONPATH={package}"${{PYTHONPATH:+:$PYTHONPATH}}"; '
+        + f"export ONMERGE_FSDP_CONFIG={fsdp}; "
+    )
