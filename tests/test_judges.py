@@ -16,7 +16,7 @@ import pytest
 from onmerge.cli import main
 from onmerge.judges import alpacaeval, mt_bench
 from onmerge.judges.answers import ChatGenerator, parse_generation, write_mt_bench_answers
-from onmerge.judges.endpoint import ChatClient, JudgeEndpoint, JudgeEndpointError, request_key
+from onmerge.judges.endpoint import ChatClient, JudgeEndpoint, JudgeEndpointError, Unscorable, request_key
 from onmerge.judges.sources import read_records
 
 from tiny import save_base_and_sft
@@ -164,9 +164,9 @@ def test_parse_rating_follows_fastchat_patterns_and_the_1_to_10_scale():
     assert mt_bench.parse_rating("Rating: [[7.5]]") == 7.5
     assert mt_bench.parse_rating("Rating: [9]") == 9.0  # FastChat's backup pattern
     assert mt_bench.parse_rating("list [3] ... Rating: [[6]]") == 6.0  # [[x]] wins over an earlier [x]
-    assert mt_bench.parse_rating("no rating here") is None
-    assert mt_bench.parse_rating("Rating: [[0]]") is None
-    assert mt_bench.parse_rating("Rating: [[11]]") is None
+    for unscorable in ("no rating here", "Rating: [[0]]", "Rating: [[11]]"):
+        with pytest.raises(Unscorable):
+            mt_bench.parse_rating(unscorable)
 
 
 def test_questions_are_validated_before_judging(tmp_path):
@@ -252,12 +252,13 @@ def test_a_judgment_without_rating_is_asked_again_then_recorded_as_failed(judge_
     out = tmp_path / "mt_bench.json"
     mt_bench.judge_file(str(questions), answers, tmp_path / "cache", out, limit=3)
     result = json.loads(out.read_text())
-    failed = [j for j in result["judgments"] if j["score"] is None]
-    assert [(j["question_id"], j["turn"], j["attempts"]) for j in failed] == [(131, 2, mt_bench.RATING_ATTEMPTS)]
+    failed = [j for j in result["judgments"] if j["failed"]]
+    assert [(j["question_id"], j["turn"], j["score"]) for j in failed] == [(131, 2, None)]
+    assert failed[0]["reason"] == "no [[rating]] (nor [rating]) in the judgment (after 3 attempts)"
     assert result["metrics"]["mt_bench"]["n"] == 5
     assert result["metrics"]["mt_bench"]["value"] == pytest.approx((8 + 6 + 10 + 4 + 9) / 5)  # never scored 0
-    assert result["provenance"]["turns_without_rating"] == 1
-    assert len(judge_server.posts()) == 5 + mt_bench.RATING_ATTEMPTS
+    assert result["provenance"]["turns_failed"] == 1 and result["provenance"]["scoring_attempts"] == 3
+    assert len(judge_server.posts()) == 5 + 3
 
 
 def test_answers_must_belong_to_the_questions(tmp_path):
@@ -278,7 +279,7 @@ def test_retries_back_off_and_honour_retry_after(judge_server, tmp_path):
     sleeps = []
     client = ChatClient(JudgeEndpoint.from_environment(), tmp_path / "cache", sleep=sleeps.append, backoff_s=2.0)
     request = {"model": "gpt-4", "messages": [{"role": "user", "content": "SCORE=3"}], "temperature": 0}
-    assert client.complete(request)["choices"][0]["message"]["content"] == "Fine. Rating: [[3]]"
+    assert client.complete(request, mt_bench.read_rating).value == 3.0
     assert len(judge_server.posts()) == 4
     assert 1.0 <= sleeps[0] <= 2.0  # try 1: between half and all of the 2 s back-off
     assert sleeps[1] == 7.0  # the server's Retry-After
@@ -291,7 +292,7 @@ def test_gives_up_after_bounded_tries_naming_url_and_status(judge_server, tmp_pa
     client = ChatClient(JudgeEndpoint.from_environment(), tmp_path / "cache", max_tries=3, sleep=lambda s: None)
     request = {"model": "gpt-4", "messages": [{"role": "user", "content": "SCORE=3"}]}
     with pytest.raises(JudgeEndpointError) as error:
-        client.complete(request)
+        client.complete(request, mt_bench.read_rating)
     message = str(error.value)
     assert f"{judge_server.base_url}/chat/completions" in message
     assert "gave up after 3 tries" in message and "HTTP 503" in message
@@ -302,7 +303,7 @@ def test_client_errors_are_not_retried(judge_server, tmp_path):
     judge_server.failures = [(400, {})]
     client = ChatClient(JudgeEndpoint.from_environment(), tmp_path / "cache", sleep=lambda s: None)
     with pytest.raises(JudgeEndpointError, match="HTTP 400"):
-        client.complete({"model": "gpt-4", "messages": []})
+        client.complete({"model": "gpt-4", "messages": []}, mt_bench.read_rating)
     assert len(judge_server.posts()) == 1
 
 
@@ -332,22 +333,24 @@ def test_missing_api_key_names_the_variables(judge_server, tmp_path, monkeypatch
 def test_a_model_the_endpoint_does_not_serve_is_named(judge_server, tmp_path):
     client = ChatClient(JudgeEndpoint.from_environment(), tmp_path / "cache")
     with pytest.raises(JudgeEndpointError, match="does not serve the model 'gpt-5'"):
-        client.complete({"model": "gpt-5", "messages": []})
+        client.complete({"model": "gpt-5", "messages": []}, mt_bench.read_rating)
     assert judge_server.posts() == []
 
 
 def test_corrupt_or_foreign_cache_entries_are_redone(judge_server, tmp_path):
     client = ChatClient(JudgeEndpoint.from_environment(), tmp_path / "cache")
     request = {"model": "gpt-4", "messages": [{"role": "user", "content": "SCORE=4"}]}
-    path = tmp_path / "cache" / request_key(request)[:2] / f"{request_key(request)}.json"
+    key = request_key(client.endpoint.normalized_url, request)
+    path = tmp_path / "cache" / key[:2] / f"{key}.json"
     path.parent.mkdir(parents=True)
     path.write_text('{"request": {"model": "gpt-4", "messa')  # a partial write
-    assert client.complete(request)["choices"][0]["message"]["content"] == "Fine. Rating: [[4]]"
-    path.write_text(json.dumps({"request": {"model": "other"}, "response": json.loads(path.read_text())["response"]}))
-    client.complete(request)
+    assert client.complete(request, mt_bench.read_rating).value == 4.0
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps(entry | {"request": {"model": "other"}}))
+    client.complete(request, mt_bench.read_rating)
     assert len(judge_server.posts()) == 2
     assert json.loads(path.read_text())["request"] == request
-    client.complete(request)
+    client.complete(request, mt_bench.read_rating)
     assert (client.cache_hits, len(judge_server.posts())) == (1, 2)
 
 
@@ -602,8 +605,8 @@ def test_first_shown_preference_reads_logprobs_or_the_token():
     with_logprobs = {"choices": [{"message": {"content": "M"}, "logprobs": {"content": [{"top_logprobs": top}]}}]}
     assert alpacaeval.first_shown_preference(with_logprobs) == (pytest.approx(0.25), "logprobs")
     assert alpacaeval.first_shown_preference({"choices": [{"message": {"content": " m "}}]}) == (1.0, "token")
-    preference, read_from = alpacaeval.first_shown_preference({"choices": [{"message": {"content": "Both"}}]})
-    assert math.isnan(preference) and read_from == "none"
+    with pytest.raises(Unscorable, match="neither m nor M"):
+        alpacaeval.first_shown_preference({"choices": [{"message": {"content": "Both"}}]})
 
 
 # --- answer generation -------------------------------------------------------------------------------------------

@@ -204,8 +204,10 @@ def _judge_toy(args: argparse.Namespace) -> None:
 
 def _answer(args: argparse.Namespace, write_answers, prompts: str) -> None:
     """Generate one model's answers to a judged benchmark's prompts with `write_answers`, recording the step."""
+    from onmerge.judges.transport import public_url
+
     settings = {
-        "prompts": prompts,
+        "prompts": public_url(prompts),
         "generation": json.loads(args.generation),
         "seed": args.seed,
         "limit": args.limit,
@@ -230,8 +232,15 @@ def _answers_alpacaeval(args: argparse.Namespace) -> None:
 
 
 def _judge_through_api(args: argparse.Namespace, benchmark: str, judge_file, prompts: str, **options: Any) -> None:
-    """Score one answers file with a judged benchmark's `judge_file`, recording the step."""
-    settings = {"prompts": prompts, "limit": args.limit, "judge_model": args.judge_model} | options
+    """Score one answers file with a judged benchmark's `judge_file`, recording the step (sources named without the
+    credentials a URL may hold)."""
+    from onmerge.judges.transport import public_url
+
+    given = {"prompts": prompts, "limit": args.limit, "judge_model": args.judge_model, "attempts": args.attempts}
+    settings = {
+        name: public_url(value) if isinstance(value, str) else value for name, value in (given | options).items()
+    }
+    attempts = {} if args.attempts is None else {"scoring_attempts": args.attempts}
     with _recorded("judge", args.out, settings, {"answers": args.answers}):
         client = judge_file(
             prompts,
@@ -242,8 +251,12 @@ def _judge_through_api(args: argparse.Namespace, benchmark: str, judge_file, pro
             judge_model_choice=args.judge_model,
             workers=args.workers,
             **options,
+            **attempts,
         )
-    print(f"{benchmark}: {client.cache_hits} judgments cached, {client.cache_misses} requested -> {args.out}")
+    print(
+        f"{benchmark}: {client.cache_hits} judgments cached, {client.cache_misses} requested, {client.failed} failed "
+        f"-> {args.out}"
+    )
 
 
 def _judge_mt_bench(args: argparse.Namespace) -> None:
@@ -478,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     }
     subset = "only the first N (tests, smoke runs); without it the full set is required"
     judge_help = "override the judge model (default: $ONMERGE_JUDGE_MODEL, else the paper's)"
+    attempts_help = "requests per judgment before an unscorable one is recorded as failed (default 3)"
     step = command(judge, "mt-bench", _judge_mt_bench, "MT-Bench 1-10 grading through an OpenAI-compatible judge")
     step.add_argument("--questions", required=True, help=judged_sources["questions"])
     step.add_argument("--references", help="FastChat's reference_answer/gpt-4.jsonl (else the questions' reference)")
@@ -487,6 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--limit", type=int, metavar="N", help=subset)
     step.add_argument("--judge-model", help=judge_help)
     step.add_argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)")
+    step.add_argument("--attempts", type=int, metavar="N", help=attempts_help)
     step = command(
         judge, "alpacaeval", _judge_alpacaeval, "AlpacaEval 2.0 LC win rate through an OpenAI-compatible judge"
     )
@@ -499,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--limit", type=int, metavar="N", help=subset)
     step.add_argument("--judge-model", help=judge_help)
     step.add_argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)")
+    step.add_argument("--attempts", type=int, metavar="N", help=attempts_help)
 
     answers = commands.add_parser("answers", help="a model's answers for the judged benchmarks").add_subparsers(
         required=True

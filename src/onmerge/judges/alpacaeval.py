@@ -7,6 +7,11 @@ log-probabilities, and the preference P(m) / (P(m) + P(M)) read from them. Which
 instruction exactly as alpaca_eval draws it (`random.Random("is_switched_outputs" + instruction + "0")`), so the
 order, and with it the position bias, is the same as the leaderboard's. An endpoint that returns no log-probabilities
 is read from the token it answered (`m` or `M`), a binary preference; the provenance counts such judgments.
+A judgment is unscorable when its content is null, when a first token's log-probabilities come without top entries,
+name neither label, or give a label a log-probability that is missing, not a number, or outside (-inf, 0], and,
+without log-probabilities, when the answered token is neither label (`finish_reason` "length" is expected: one token
+is asked for). An unscorable judgment is never cached; it is asked again and then recorded as failed with the reason,
+left out of both win rates and counted in the provenance.
 An output identical to the reference (exact string equality, no stripping) is not sent to the judge: alpaca_eval's
 `PairwiseAnnotatorLocal._preprocess` records it as a tie (preference 1.5 on its 1-2 scale, 0.5 here) and its
 `_annotate` only asks about rows still without a preference; the tie counts in both win rates, as alpaca_eval's
@@ -40,8 +45,17 @@ from pathlib import Path
 from typing import Any
 
 from onmerge.atomic import write_json
-from onmerge.judges.endpoint import ChatClient, JudgeEndpoint, judge_model
+from onmerge.judges.endpoint import (
+    ChatClient,
+    JudgeEndpoint,
+    Unscorable,
+    failure_summary,
+    first_choice,
+    judge_model,
+    message_content,
+)
 from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records, read_source
+from onmerge.judges.transport import public_url
 
 JUDGE_MODEL = "gpt-4-1106-preview"  # the paper's AlpacaEval 2.0 judge (alpaca_eval's weighted_alpaca_eval_gpt4_turbo)
 INSTRUCTION_COUNT = 805
@@ -104,15 +118,18 @@ class Instruction:
 
 @dataclass(frozen=True)
 class Comparison:
-    """One instruction judged: P(our output is better), how it was read, and which output was shown first."""
+    """One instruction judged: P(our output is better), how it was read, and which output was shown first; or, when
+    no answer could be scored, why."""
 
     index: int
     switched: bool | None  # None when our output is the reference's: nothing was shown
-    preference: float  # NaN when the judge named neither output
-    read_from: str  # "logprobs", "token", "none", or IDENTICAL (a tie without asking the judge)
+    preference: float | None  # None when the judgment failed
+    read_from: str | None  # "logprobs", "token", or IDENTICAL (a tie without asking the judge); None when failed
     output_length: int
     reference_length: int
     reply: Mapping[str, Any] | None = None  # what the judge answered: its text and first-token log-probabilities
+    failed: bool = False
+    reason: str | None = None
 
 
 def parse_instructions(records: Sequence[Mapping[str, Any]], where: str, limit: int | None = None) -> list[Instruction]:
@@ -134,7 +151,7 @@ def parse_instructions(records: Sequence[Mapping[str, Any]], where: str, limit: 
 def read_instructions(source: str, limit: int | None = None) -> tuple[list[Instruction], SourceText]:
     """The instructions of `source` (parse_instructions) and the text read."""
     records, text = read_records(source)
-    return parse_instructions(records, source, limit), text
+    return parse_instructions(records, text.source, limit), text
 
 
 def outputs_by_instruction(
@@ -170,23 +187,47 @@ def judge_request(item: Instruction, output: str, model: str) -> tuple[bool, dic
 
 def first_shown_preference(response: Mapping[str, Any]) -> tuple[float, str]:
     """(P(the output shown first is better), read from): alpaca_eval's logprob_parser (not binarized) on the top
-    log-probabilities of the first token; without log-probabilities, the answered token itself (1 or 0)."""
-    choice = response["choices"][0]
-    content = (choice.get("logprobs") or {}).get("content") or []
-    if content and content[0].get("top_logprobs"):
-        found = {}
-        for entry in content[0]["top_logprobs"]:
-            if entry.get("token") in (FIRST, SECOND):
-                found[entry["token"]] = float(entry["logprob"])
-        if not found:
-            return math.nan, "none"
-        first = found.get(FIRST, -math.inf)
-        both = math.log(sum(math.exp(found.get(token, -math.inf)) for token in (FIRST, SECOND)))
-        return math.exp(first - both), "logprobs"
-    answered = (choice["message"]["content"] or "").strip()
-    if answered in (FIRST, SECOND):
-        return float(answered == FIRST), "token"
-    return math.nan, "none"
+    log-probabilities of the first token; without log-probabilities, the answered token itself (1 or 0).
+    Unscorable where alpaca_eval would get NaN or fail (module docstring)."""
+    answered = message_content(response)
+    choice = first_choice(response)
+    if not _logprob_tokens(choice):
+        if answered.strip() not in (FIRST, SECOND):
+            raise Unscorable(f"answered {answered[:40]!r}, neither {FIRST} nor {SECOND}, without log-probabilities")
+        return float(answered.strip() == FIRST), "token"
+    found = _label_logprobs(_top_logprobs(choice))
+    shift = max(found.values())  # logsumexp, as alpaca_eval's, safe from underflow
+    both = shift + math.log(sum(math.exp(value - shift) for value in found.values()))
+    return math.exp(found.get(FIRST, -math.inf) - both), "logprobs"
+
+
+def _logprob_tokens(choice: Mapping[str, Any]) -> Any:
+    """`logprobs.content`, the answered tokens' log-probabilities; None or empty where the endpoint gave none."""
+    logprobs = choice.get("logprobs")
+    return logprobs.get("content") if isinstance(logprobs, dict) else None
+
+
+def _top_logprobs(choice: Mapping[str, Any]) -> Any:
+    """The first answered token's `top_logprobs` as the endpoint gave them; None where it gave none."""
+    tokens = _logprob_tokens(choice)
+    first = tokens[0] if isinstance(tokens, list) and tokens else None
+    return first.get("top_logprobs") if isinstance(first, dict) else None
+
+
+def _label_logprobs(top: Any) -> dict[str, float]:
+    """The log-probabilities of the labels among the first token's top log-probabilities."""
+    if not isinstance(top, list) or not top:
+        raise Unscorable("the first token's top log-probabilities are missing")
+    found = {}
+    for entry in top:
+        if isinstance(entry, dict) and entry.get("token") in (FIRST, SECOND):
+            value = entry.get("logprob")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not -math.inf < value <= 0:
+                raise Unscorable(f"the log-probability of {entry['token']} is {value!r}, not a number in (-inf, 0]")
+            found[entry["token"]] = float(value)
+    if not found:
+        raise Unscorable(f"neither {FIRST} nor {SECOND} among the first token's top log-probabilities")
+    return found
 
 
 def is_identical(item: Instruction, output: str) -> bool:
@@ -196,23 +237,27 @@ def is_identical(item: Instruction, output: str) -> bool:
 
 
 def compare(client: ChatClient, item: Instruction, output: str, model: str) -> Comparison:
-    if is_identical(item, output):
-        return Comparison(item.index, None, 0.5, IDENTICAL, len(output), len(item.reference_output))
-    switched, request = judge_request(item, output, model)
-    response = client.complete(request)
-    first, read_from = first_shown_preference(response)
-    preference = first if switched else 1.0 - first
     lengths = len(output), len(item.reference_output)
-    return Comparison(item.index, switched, preference, read_from, *lengths, judge_reply(response))
+    if is_identical(item, output):
+        return Comparison(item.index, None, 0.5, IDENTICAL, *lengths)
+    switched, request = judge_request(item, output, model)
+    judged = client.complete(request, first_shown_preference)
+    reply = judge_reply(judged.response)
+    if judged.value is None:
+        return Comparison(item.index, switched, None, None, *lengths, reply, True, judged.failure)
+    first, read_from = judged.value
+    preference = first if switched else 1.0 - first
+    return Comparison(item.index, switched, preference, read_from, *lengths, reply)
 
 
-def judge_reply(response: Mapping[str, Any]) -> dict[str, Any]:
+def judge_reply(response: Mapping[str, Any]) -> dict[str, Any] | None:
     """The judge's answer as the judgment record keeps it, for audit: the text and the first token's top
-    log-probabilities (where the endpoint gave them), from which the preference was read."""
-    choice = response["choices"][0]
-    content = (choice.get("logprobs") or {}).get("content") or []
-    top = content[0].get("top_logprobs") if content else None
-    return {"content": choice["message"]["content"], "top_logprobs": top}
+    log-probabilities (where the endpoint gave them), from which the preference was read; None without a message."""
+    try:
+        choice = first_choice(response)
+    except Unscorable:
+        return None
+    return {"content": choice["message"].get("content"), "top_logprobs": _top_logprobs(choice)}
 
 
 def judge_outputs(
@@ -221,20 +266,20 @@ def judge_outputs(
     """Every instruction judged, `workers` at a time (ties for identical outputs without a request); the endpoint
     is checked first if any request is not cached yet."""
     pairs = list(zip(instructions, outputs, strict=True))
-    asked = [(item, output) for item, output in pairs if not is_identical(item, output)]
-    if any(client.cached(judge_request(item, output, model)[1]) is None for item, output in asked):
+    asked = [judge_request(item, output, model)[1] for item, output in pairs if not is_identical(item, output)]
+    if any(client.cached(request, first_shown_preference) is None for request in asked):
         client.preflight(model)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda pair: compare(client, *pair, model), pairs))
 
 
 def raw_win_rate(preferences: Sequence[float]) -> dict[str, float]:
-    """alpaca_eval's `win_rate` and `standard_error` (percent) over the judgments that name a preference."""
+    """alpaca_eval's `win_rate` and `standard_error` (percent) over the judged preferences."""
     import numpy as np
 
-    valid = np.asarray([p for p in preferences if not math.isnan(p)], dtype=float)
+    valid = np.asarray(preferences, dtype=float)
     if valid.size == 0:
-        raise ValueError("no judgment named a preferred output: AlpacaEval cannot be scored")
+        raise ValueError("no judged preference: AlpacaEval cannot be scored")
     stderr = float(valid.std(ddof=1) / math.sqrt(valid.size)) * 100 if valid.size > 1 else math.nan
     return {"value": float(valid.mean()) * 100, "stderr": stderr, "n": int(valid.size)}
 
@@ -248,10 +293,10 @@ def read_gamed(source: str) -> Any:
     try:
         frame = pd.read_csv(io.StringIO(text.text))
     except (ValueError, pd.errors.ParserError) as error:
-        raise ValueError(f"{source}: not a CSV file ({error})") from error
+        raise ValueError(f"{text.source}: not a CSV file ({error})") from error
     missing = [column for column in GAMED_COLUMNS if column not in frame.columns]
     if missing:
-        raise ValueError(f"{source} lacks the columns {missing} of alpaca_eval's df_gamed.csv")
+        raise ValueError(f"{text.source} lacks the columns {missing} of alpaca_eval's df_gamed.csv")
     frame = frame[list(GAMED_COLUMNS)].copy()
     frame["not_gamed_baseline"] = frame["not_gamed_baseline"].astype(bool)
     frame.attrs["sha256"] = text.sha256
@@ -396,8 +441,14 @@ def score_alpacaeval(
     lengths = [len(item.reference_output) - len(output) for item, output in zip(instructions, outputs, strict=True)]
     check_glm(glm_name, gamed, [item.index for item in instructions], lengths)
     comparisons = judge_outputs(client, instructions, outputs, model, workers)
-    raw = raw_win_rate([c.preference for c in comparisons])
-    lc, weights, predicted = length_controlled_win_rate(comparisons, glm_name, gamed)
+    scored = [c for c in comparisons if not c.failed]
+    if not scored:
+        reasons = failure_summary([c.reason or "" for c in comparisons])
+        raise ValueError(
+            f"every one of the {len(comparisons)} judgments failed, so AlpacaEval cannot be scored: {reasons}"
+        )
+    raw = raw_win_rate([c.preference for c in scored])
+    lc, weights, predicted = length_controlled_win_rate(scored, glm_name, gamed)
     read_from = [c.read_from for c in comparisons]
     provenance = {
         "judge_model": model,
@@ -408,7 +459,8 @@ def score_alpacaeval(
         "instructions_judged": len(comparisons),
         "preferences_from_logprobs": read_from.count("logprobs"),
         "preferences_from_token": read_from.count("token"),
-        "judgments_without_preference": read_from.count("none"),
+        "judgments_failed": len(comparisons) - len(scored),
+        "scoring_attempts": client.scoring_attempts,
         "ties_for_identical_outputs": read_from.count(IDENTICAL),
         "reference_generators": sorted({item.reference_generator for item in instructions}),
         "glm": glm_name,
@@ -416,7 +468,8 @@ def score_alpacaeval(
     }
     if gamed is not None:
         provenance["gamed_annotations_sha256"] = gamed.attrs.get("sha256")
-    records = [asdict(c) | {"glm_preference": p} for c, p in zip(comparisons, predicted, strict=True)]
+    predicted_by_index = {c.index: p for c, p in zip(scored, predicted, strict=True)}
+    records = [asdict(c) | {"glm_preference": predicted_by_index.get(c.index)} for c in comparisons]
     return {"alpacaeval2_lc": lc, "alpacaeval2_raw": raw}, provenance, records
 
 
@@ -449,9 +502,9 @@ def judge_file(
         client, instructions, outputs, model, glm_name=glm_name, gamed=gamed, workers=workers
     )
     provenance = {
-        "instructions": instructions_source,
+        "instructions": text.source,
         "instructions_sha256": text.sha256,
-        "gamed_annotations": gamed_source,
+        "gamed_annotations": public_url(gamed_source) if gamed_source else None,
         **answers_record,
         "limit": limit,
     }

@@ -175,7 +175,7 @@ def write_mt_bench_answers(
         {
             "benchmark": "mt_bench",
             "model": str(Path(model_dir).resolve()),
-            "questions": questions_source,
+            "questions": text.source,
             "questions_sha256": text.sha256,
             "generation": generator.settings,
             "seed": seed,
@@ -205,7 +205,7 @@ def write_alpacaeval_outputs(
         {
             "benchmark": "alpacaeval",
             "model": str(Path(model_dir).resolve()),
-            "instructions": instructions_source,
+            "instructions": text.source,
             "instructions_sha256": text.sha256,
             "generation": generator.settings,
             "seed": seed,

@@ -1,11 +1,15 @@
-"""MT-Bench: 80 two-turn questions, each turn graded 1-10 by a judge model, as FastChat's `llm_judge` grades them.
+r"""MT-Bench: 80 two-turn questions, each turn graded 1-10 by a judge model, as FastChat's `llm_judge` grades them.
 
 Single-answer grading (FastChat's `gen_judgment.py --mode single`): turn 1 with `single-v1`, turn 2 with
 `single-v1-multi-turn` (the whole conversation, judged on the second answer); math, reasoning and coding questions
 with the reference-guided `single-math-v1` and `single-math-v1-multi-turn`. The judge is asked at temperature 0 with
-up to 2048 tokens; the rating is the number in `[[rating]]` (else in `[rating]`). A judgment without a rating in
-1..10 is asked again (a separate cache entry) up to RATING_ATTEMPTS times and then recorded as failed: it is left
-out of the means, never scored 0 (FastChat drops its -1 the same way).
+up to 2048 tokens; the rating is read as FastChat's `run_judge_single` reads it: the first `[[x]]`
+(`\[\[(\d+\.?\d*)\]\]`), else the first `[x]` (`\[(\d+\.?\d*)\]`), evaluated with `ast.literal_eval`. A judgment
+is unscorable when it holds no such rating, when `literal_eval` rejects it (`[[08]]`: a leading zero; FastChat
+crashes there), when the rating is outside 1..10 (FastChat would average it in; the scale is 1..10), when it was cut
+short (`finish_reason` "length") or has null content. An unscorable judgment is never cached; it is asked again
+(`ChatClient.scoring_attempts`, 3 by default) and then recorded as failed with the reason: left out of the means and
+counted in the provenance, never scored 0 (FastChat drops its -1 the same way).
 
 Reference answers: FastChat grades against GPT-4's answers in `reference_answer/gpt-4.jsonl` (`--references`);
 without that file the questions' own `reference` field is used.
@@ -26,7 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from onmerge.atomic import write_json
-from onmerge.judges.endpoint import ChatClient, JudgeEndpoint, judge_model, message_text
+from onmerge.judges.endpoint import (
+    ChatClient,
+    JudgeEndpoint,
+    Unscorable,
+    answer_text,
+    failure_summary,
+    finished_content,
+    judge_model,
+)
 from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records
 
 JUDGE_MODEL = "gpt-4"  # the paper's MT-Bench judge (FastChat's default)
@@ -34,7 +46,6 @@ QUESTION_COUNT = 80
 TURNS = 2
 NEED_REFERENCE = frozenset({"math", "reasoning", "coding"})  # FastChat's NEED_REF_CATS
 JUDGE_PARAMETERS = {"temperature": 0, "max_tokens": 2048, "n": 1}  # FastChat's chat_compeletion_openai
-RATING_ATTEMPTS = 3
 _RATING = re.compile(r"\[\[(\d+\.?\d*)\]\]")
 _RATING_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")
 
@@ -130,15 +141,16 @@ class Question:
 
 @dataclasses.dataclass(frozen=True)
 class Judgment:
-    """One turn's grading: the rating (None when no attempt gave one), the attempts it took, the judge's text."""
+    """One turn's grading: the rating and the judge's text, or, when no attempt gave a rating, None and the reason."""
 
     question_id: int | str
     category: str
     turn: int
     prompt: str
     score: float | None
-    attempts: int
-    judgment: str
+    judgment: str | None
+    failed: bool = False
+    reason: str | None = None
 
 
 def parse_questions(records: Sequence[Mapping[str, Any]], where: str, limit: int | None = None) -> list[Question]:
@@ -188,31 +200,33 @@ def parse_references(records: Sequence[Mapping[str, Any]], where: str) -> dict[i
 def read_questions(source: str, limit: int | None = None) -> tuple[list[Question], SourceText]:
     """The questions of `source` (parse_questions) and the text read."""
     records, text = read_records(source)
-    return parse_questions(records, source, limit), text
+    return parse_questions(records, text.source, limit), text
 
 
 def load_questions(
     source: str, *, limit: int | None = None, references: str | None = None
 ) -> tuple[list[Question], dict[str, Any]]:
-    """The questions (with the reference answers of math, reasoning and coding ones) and where they came from.
+    """The questions (with the reference answers of math, reasoning and coding ones) and where they came from
+    (sources named as SourceText names them: without credentials).
 
     ValueError names every question that needs a reference answer and has none.
     """
     questions, text = read_questions(source, limit)
-    provenance: dict[str, Any] = {"questions": source, "questions_sha256": text.sha256}
+    provenance: dict[str, Any] = {"questions": text.source, "questions_sha256": text.sha256}
+    where = f"{text.source} (no --references given)"
     if references is not None:
         reference_records, reference_text = read_records(references)
-        by_id = parse_references(reference_records, references)
+        where = reference_text.source
+        by_id = parse_references(reference_records, where)
         questions = [
             Question(q.question_id, q.category, q.turns, by_id.get(q.question_id)) if q.needs_reference else q
             for q in questions
         ]
-        provenance |= {"references": references, "references_sha256": reference_text.sha256}
+        provenance |= {"references": where, "references_sha256": reference_text.sha256}
     else:
         provenance["references"] = "the questions' own reference field"
     lacking = [str(q.question_id) for q in questions if q.needs_reference and q.reference is None]
     if lacking:
-        where = references if references is not None else f"{source} (no --references given)"
         raise ValueError(
             f"questions {lacking} ({'/'.join(sorted(NEED_REFERENCE))}) need reference answers for both turns, "
             f"and {where} has none for them"
@@ -272,25 +286,34 @@ def judge_request(question: Question, answers: Sequence[str], turn: int, model: 
     return name, {"model": model, "messages": messages, **JUDGE_PARAMETERS}
 
 
-def parse_rating(judgment: str) -> float | None:
-    """The rating in `[[x]]` (else `[x]`), FastChat's patterns; None when there is none or it is outside 1..10."""
+def parse_rating(judgment: str) -> float:
+    """The rating in `[[x]]` (else `[x]`), found and evaluated as FastChat finds and evaluates it; Unscorable when
+    there is none, FastChat could not evaluate it, or it is outside the 1..10 scale."""
     match = _RATING.search(judgment) or _RATING_BACKUP.search(judgment)
     if match is None:
-        return None
-    rating = float(ast.literal_eval(match.group(1)))
-    return rating if 1.0 <= rating <= 10.0 else None
+        raise Unscorable("no [[rating]] (nor [rating]) in the judgment")
+    try:
+        rating = float(ast.literal_eval(match.group(1)))
+    except (SyntaxError, ValueError):
+        raise Unscorable(f"the rating {match.group(0)} is no number FastChat reads (a leading zero?)") from None
+    if not 1.0 <= rating <= 10.0:
+        raise Unscorable(f"the rating {match.group(0)} is outside the 1..10 scale")
+    return rating
+
+
+def read_rating(response: Mapping[str, Any]) -> float:
+    """The rating in a finished judgment (`parse_rating`); Unscorable when it was cut short or has no text."""
+    return parse_rating(finished_content(response))
 
 
 def grade(client: ChatClient, question: Question, answers: Sequence[str], turn: int, model: str) -> Judgment:
-    """One turn graded, asking again (up to RATING_ATTEMPTS) while the judgment holds no rating."""
+    """One turn graded (asked again while the judgment holds no rating, then recorded as failed)."""
     name, request = judge_request(question, answers, turn, model)
-    text = ""
-    for attempt in range(RATING_ATTEMPTS):
-        text = message_text(client.complete(request, attempt))
-        score = parse_rating(text)
-        if score is not None:
-            return Judgment(question.question_id, question.category, turn, name, score, attempt + 1, text)
-    return Judgment(question.question_id, question.category, turn, name, None, RATING_ATTEMPTS, text)
+    judged = client.complete(request, read_rating)
+    text = answer_text(judged.response)
+    if judged.value is None:
+        return Judgment(question.question_id, question.category, turn, name, None, text, True, judged.failure)
+    return Judgment(question.question_id, question.category, turn, name, judged.value, text)
 
 
 def judge_answers(
@@ -303,7 +326,8 @@ def judge_answers(
     """Every turn of every question graded, `workers` requests at a time; the endpoint is checked first if any
     judgment is not cached yet, so a bad endpoint fails before any judging."""
     jobs = [(q, turn) for q in questions for turn in range(1, TURNS + 1)]
-    if any(client.cached(judge_request(q, answers[q.question_id], turn, model)[1]) is None for q, turn in jobs):
+    requests = [judge_request(q, answers[q.question_id], turn, model)[1] for q, turn in jobs]
+    if any(client.cached(request, read_rating) is None for request in requests):
         client.preflight(model)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda job: grade(client, job[0], answers[job[0].question_id], job[1], model), jobs))
@@ -312,9 +336,10 @@ def judge_answers(
 def mt_bench_metrics(judgments: Sequence[Judgment]) -> dict[str, dict[str, float]]:
     """`mt_bench` (mean of every rated turn; standard error clustered by question, as the two turns of a question
     are not independent) and `mt_bench_turn1`, `mt_bench_turn2` (plain standard errors), in the metrics layout."""
-    rated = [j for j in judgments if j.score is not None]
+    rated = [j for j in judgments if not j.failed]
     if not rated:
-        raise ValueError("no judgment holds a rating: MT-Bench cannot be scored")
+        reasons = failure_summary([j.reason or "" for j in judgments])
+        raise ValueError(f"every one of the {len(judgments)} judgments failed, so MT-Bench cannot be scored: {reasons}")
     mean = sum(j.score for j in rated) / len(rated)
     residuals: dict[int | str, float] = {}
     for j in rated:
@@ -358,8 +383,8 @@ def score_mt_bench(
         "prompts_sha256": PROMPTS_SHA256,
         "questions_judged": len(questions),
         "turns_judged": len(judgments),
-        "turns_without_rating": sum(j.score is None for j in judgments),
-        "rating_attempts": RATING_ATTEMPTS,
+        "turns_failed": sum(j.failed for j in judgments),
+        "scoring_attempts": client.scoring_attempts,
     }
     return mt_bench_metrics(judgments), provenance, [dataclasses.asdict(j) for j in judgments]
 

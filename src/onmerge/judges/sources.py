@@ -5,25 +5,27 @@ A source is one of:
 - a local path;
 - `hf://datasets/<owner>/<name>[@<revision>]/<path in repo>`, fetched with `huggingface_hub.hf_hub_download` (its
   cache, `HF_ENDPOINT` and `HF_HUB_OFFLINE` apply);
-- an `http://` or `https://` URL.
+- an `http://` or `https://` URL; credentials in it (`https://user:password@host/...`) are sent as Basic auth, to
+  its origin only, and masked wherever the source is named (messages, provenance: `SourceText.source`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import http.client
 import json
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from onmerge.judges.transport import basic_auth_request, exchange, public_url
 
 HUB_DATASET_PREFIX = "hf://datasets/"
 
 
 @dataclass(frozen=True)
 class SourceText:
-    source: str
+    source: str  # as it may be printed: a URL's credentials masked
     text: str
 
     @property
@@ -31,20 +33,31 @@ class SourceText:
         return hashlib.sha256(self.text.encode()).hexdigest()
 
 
-def read_source(source: str, timeout: float = 60.0) -> SourceText:
-    """The text of `source` (see the module docstring); ValueError names the source and what went wrong."""
+def read_source(source: str, timeout: float = 60.0, deadline: float = 600.0) -> SourceText:
+    """The text of `source` (see the module docstring), each read within `timeout` seconds and the whole within
+    `deadline`; ValueError names the source and what went wrong."""
     if source.startswith(HUB_DATASET_PREFIX):
         return SourceText(source, Path(_hub_download(source)).read_text(encoding="utf-8"))
     if source.startswith(("http://", "https://")):
-        try:
-            with urllib.request.urlopen(source, timeout=timeout) as response:
-                return SourceText(source, response.read().decode("utf-8"))
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            raise ValueError(f"cannot download {source}: {error}") from error
+        return SourceText(public_url(source), _download(source, timeout, deadline))
     path = Path(source)
     if not path.is_file():
         raise ValueError(f"{source} is not a file (nor an hf://datasets/... or http(s):// source)")
     return SourceText(source, path.read_text(encoding="utf-8"))
+
+
+def _download(url: str, timeout: float, deadline: float) -> str:
+    """The text at `url`, its credentials sent home only (transport); every message names the masked URL."""
+    try:
+        reply = exchange(basic_auth_request(url), timeout_s=timeout, deadline_s=deadline)
+    except (OSError, http.client.HTTPException) as error:
+        raise ValueError(f"cannot download {public_url(url)}: {error}") from error
+    if not 200 <= reply.status < 300:
+        raise ValueError(f"cannot download {public_url(url)}: HTTP {reply.status}")
+    try:
+        return reply.body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{public_url(url)} is not UTF-8 text ({error})") from error
 
 
 def _hub_download(source: str) -> str:
