@@ -6,7 +6,7 @@ import sys
 import pytest
 import yaml
 
-from onmerge.config import DEFAULT_CONFIG, PRESETS, SCHEMAS, load_config
+from onmerge.config import DEFAULT_CONFIG, PRESETS, SCHEMAS, check_config_files, load_config, read_yaml
 
 
 def test_default_config_is_valid_and_names_the_toy_preset():
@@ -50,3 +50,9 @@ def test_toy_benchmark_fails_before_any_work_on_a_bad_preset(tmp_path):
     assert result.returncode != 0
     assert "bad.yaml: seeds: 'all' is not of type 'array'" in result.stderr
     assert "toy world from scratch" not in result.stdout, "the check came before any work"
+
+
+def test_the_shipped_config_and_presets_pass_the_strict_reader():
+    """No key twice, no NaN or infinity, UTF-8: what Snakemake's own reader does not check."""
+    check_config_files([DEFAULT_CONFIG])
+    assert all(isinstance(read_yaml(path), dict) for path in PRESETS.glob("*.yaml"))

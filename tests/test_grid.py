@@ -3,10 +3,13 @@ the paper's tables and figures need."""
 
 import copy
 
+import jsonschema
 import pytest
+import yaml
 
 from onmerge import grid
-from onmerge.config import PRESETS, load_preset, preset_path
+from onmerge.config import PRESETS, SCHEMAS, load_preset, preset_path
+from onmerge.hyperparameters import BOUNDS
 from onmerge.toyworld.backbones import BACKBONES
 
 PRESET_NAMES = sorted(path.stem for path in PRESETS.glob("*.yaml"))
@@ -145,3 +148,30 @@ def test_presets_by_name_or_path(tmp_path):
     bad.write_text((PRESETS / "smoke.yaml").read_text().replace("learning_rate: 1.0e-3", "learning_rate: fast"))
     with pytest.raises(ValueError, match=r"bad\.yaml: training\.learning_rate: 'fast' is not of type"):
         load_preset(str(bad))
+
+
+SCHEMA = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())
+# Where the preset schema states each hyper-parameter's range.
+SCHEMA_RANGES = {name: f"#/$defs/method_params/{name}" for name in SCHEMA["$defs"]["method_params"]} | {
+    "density": "#/$defs/merge_search/properties/densities/items",
+    "weight": "#/$defs/merge_search/properties/weights/items",
+}
+PROBES = [-1, 0, 1e-12, 0.01, 0.5, 1 - 1e-12, 1, 1.0, 1.5, 2, 8, 1e6, True]
+
+
+@pytest.mark.parametrize("name", sorted(SCHEMA_RANGES))
+def test_the_schema_admits_exactly_what_the_optimizers_and_trainer_admit(name):
+    """The schema states each range for readers and editors; `onmerge.hyperparameters` is what the optimizers, the
+    preset check and the cell paths enforce. They must not drift apart (NaN aside: only the strict reader refuses it).
+    """
+    validator = jsonschema.Draft202012Validator({"$ref": SCHEMA_RANGES[name], "$defs": SCHEMA["$defs"]})
+    assert [validator.is_valid(value) for value in PROBES] == [BOUNDS[name].admits(value) for value in PROBES]
+
+
+def test_the_schema_and_the_cell_paths_read_names_alike():
+    assert SCHEMA["$defs"]["name"]["pattern"] == grid.NAME_PATTERN
+    for name in ("qwen-s", "qwen1.5-7b", "Llama_3.8B"):
+        assert grid.parse(f"{name}/sft") == grid.Checkpoint(name, "sft")
+    for name in (".", "..", ".hidden", "-rf", "a b", "a\n", "ü"):
+        with pytest.raises(ValueError, match="is not a backbone name"):
+            grid.parse(f"{name}/sft")

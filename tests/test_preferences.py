@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from onmerge.cli import main
-from onmerge.preferences import write_ultrafeedback
+from onmerge.preferences import check_rows, from_ultrafeedback, read_rows, write_splits, write_ultrafeedback
 
 # The dataset card's split configuration, as HuggingFaceH4/ultrafeedback_binarized declares it (abridged to the
 # preference splits): a snapshot of the repository loads with `load_dataset(folder, split="train_prefs")`.
@@ -81,3 +81,18 @@ def test_a_split_the_snapshot_lacks_is_named(tmp_path):
     source = _snapshot(tmp_path / "ultrafeedback", {"train_prefs": [_row(0)], "test_prefs": [_row(9)]})
     with pytest.raises(ValueError, match="train_gen"):
         write_ultrafeedback(str(source), "train_gen", "test_prefs", tmp_path / "preferences")
+
+
+def test_the_written_files_read_back_as_the_rows_trained_on(tmp_path):
+    rows = [from_ultrafeedback(_row(i), f"row {i}") for i in range(3)]
+    write_splits(tmp_path, {"train": rows, "test": rows[:1]})
+    assert read_rows(tmp_path / "train.json") == rows
+    check_rows(read_rows(tmp_path / "train_unpaired.json"), "unpaired", "train_unpaired.json")
+
+
+def test_a_pair_that_teaches_nothing_fails_the_step_that_writes_it(tmp_path):
+    rows = [from_ultrafeedback(_row(i), f"row {i}") for i in range(3)]
+    rows[2] = rows[2] | {"rejected": rows[2]["chosen"]}
+    with pytest.raises(ValueError, match=r"test\.json: row 2: chosen and rejected are the same answer"):
+        write_splits(tmp_path, {"train": rows[:2], "test": rows})
+    assert not list(tmp_path.iterdir()), "no split was written"

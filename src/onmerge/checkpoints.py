@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 
 def weight_files(folder: Path, role: str = "model") -> list[Path]:
@@ -22,7 +23,7 @@ def weight_files(folder: Path, role: str = "model") -> list[Path]:
         raise ValueError(f"{role} model folder {folder} does not exist")
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        shards = sorted({folder / shard for shard in json.loads(index.read_text())["weight_map"].values()})
+        shards = sorted({folder / shard for shard in _weight_map(index, role).values()})
         for shard in shards:
             if not shard.is_file():
                 raise ValueError(f"{role} model folder {folder} lacks the shard {shard.name} its index lists")
@@ -32,14 +33,49 @@ def weight_files(folder: Path, role: str = "model") -> list[Path]:
     raise ValueError(f"{role} model folder {folder} has no model.safetensors or model.safetensors.index.json")
 
 
+def _weight_map(index: Path, role: str) -> dict[str, str]:
+    """A sharded checkpoint's index (parameter name -> shard file); ValueError naming it when it does not parse."""
+    try:
+        weight_map = json.loads(index.read_bytes().decode("utf-8"))["weight_map"]
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"{role} model index {index} does not parse ({type(error).__name__}: {error})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+        raise ValueError(f"{role} model index {index}: weight_map is not a map of parameter names to file names")
+    return weight_map
+
+
 def parameter_locations(folder: Path, role: str = "model") -> dict[str, tuple[Path, torch.Size]]:
-    """Parameter name -> (file holding it, shape), from the safetensors headers only."""
+    """Parameter name -> (file holding it, shape), from the safetensors headers only.
+
+    A file whose header does not parse (cut short, a length past its end, not UTF-8 JSON, offsets that do not cover
+    the data) fails here naming it: safetensors' own message does not say which file, and transformers or mergekit
+    would fail later, after loading the others.
+    """
     locations = {}
     for shard in weight_files(folder, role):
-        with safe_open(shard, framework="pt") as handle:
-            for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
-                locations[name] = (shard, torch.Size(handle.get_slice(name).get_shape()))
+        try:
+            with safe_open(shard, framework="pt") as handle:
+                for name in handle.keys():  # noqa: SIM118 - safe_open has no __iter__
+                    locations[name] = (shard, torch.Size(handle.get_slice(name).get_shape()))
+        except SafetensorError as error:
+            raise ValueError(f"{role} model file {shard}: the safetensors header does not parse ({error})") from None
     return locations
+
+
+def check_model_folder(folder: Path, tokenizer: Any, role: str = "model") -> None:
+    """Before a model is loaded to train: every weight file's header parses, and the tokenizer (its own, loaded) can
+    emit no id past the embedding's rows, which would otherwise be an index error inside the first forward pass (a
+    device-side assert on a GPU). ValueError names the folder, and both numbers."""
+    from transformers import AutoConfig  # here: the optimizers import this module, and need no transformers
+
+    parameter_locations(folder, role)
+    rows = AutoConfig.from_pretrained(folder).get_text_config().vocab_size
+    highest = max(tokenizer.get_vocab().values())
+    if highest >= rows:
+        raise ValueError(
+            f"{role} model folder {folder}: the tokenizer's ids reach {highest}, but the embedding has {rows} rows "
+            f"(vocab_size in config.json): ids {rows}..{highest} have none"
+        )
 
 
 def check_same_parameters(shapes_by_role: Mapping[str, Mapping[str, tuple[int, ...]]]) -> None:
@@ -68,8 +104,10 @@ def fetch_model(source: str, out: Path) -> Path:
 
     local = Path(source).expanduser()
     with atomic_dir(Path(out)) as staging:
-        if local.is_dir():
-            weight_files(local, "source")  # a folder without weights fails here, not in training
+        if local.is_dir():  # a folder without weights, or whose weights or tokenizer are broken, fails here
+            from transformers import AutoTokenizer
+
+            check_model_folder(local, AutoTokenizer.from_pretrained(local), "source")
             for item in local.iterdir():
                 (staging / item.name).symlink_to(item.resolve())
         else:

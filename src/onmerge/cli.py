@@ -84,6 +84,7 @@ def _ultrafeedback(args: argparse.Namespace) -> None:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from onmerge.preferences import read_rows
     from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
 
     settings = json.loads(args.settings)
@@ -93,10 +94,11 @@ def _train(args: argparse.Namespace) -> None:
         train_preference(
             sft=args.sft,
             base=args.base,
-            rows=json.loads(args.preferences.read_text()),
+            rows=read_rows(args.preferences),
             out=args.out,
             training=PreferenceTraining(**settings["training"]),
             optimizer=OptimizerSpec(**settings["optimizer"]),
+            rows_from=str(args.preferences),
         )
 
 

@@ -1,16 +1,23 @@
-"""Run configuration and experiment presets: YAML validated against the workflow's JSON schemas, before any work.
+"""Run configuration and experiment presets: YAML read strictly and validated against the workflow's JSON schemas,
+before any work.
 
-Snakemake validates the run configuration itself; `load_preset` is shared by the workflow and the command line, so
-a bad preset fails the same way in both, naming the file and the key.
+Snakemake reads and validates the run configuration itself, and `check_config_files` adds what its reader lets
+through; `load_preset` is shared by the workflow and the command line, so a bad preset fails the same way in both,
+naming the file and the key.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+
+from onmerge.grid import NAME_PATTERN, check_preset
 
 WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
 DEFAULT_CONFIG = WORKFLOW / "config" / "config.yaml"
@@ -36,7 +43,6 @@ def preset_path(preset: str, presets_dir: Path = PRESETS) -> Path:
 
 def load_preset(preset: str, presets_dir: Path = PRESETS) -> dict[str, Any]:
     """The preset, validated by the schema and by `onmerge.grid.check_preset` (names that refer to each other)."""
-    from onmerge.grid import check_preset
     from onmerge.toyworld.backbones import BACKBONES
 
     path = preset_path(preset, presets_dir)
@@ -48,13 +54,111 @@ def load_preset(preset: str, presets_dir: Path = PRESETS) -> dict[str, Any]:
     return loaded
 
 
+def check_config_files(paths: Iterable[str | Path]) -> None:
+    """The run configuration files Snakemake read, read again strictly: its reader keeps the last of a key given
+    twice and lets NaN and infinities through (they pass every schema bound). ValueError names the file and key."""
+    for path in paths:
+        read_yaml(Path(path))
+
+
+def read_yaml(path: Path) -> Any:
+    """A YAML file's content, refused with a ValueError naming the file and where when it is not UTF-8, does not
+    parse, gives a key twice in one mapping (PyYAML would keep the last silently), or holds NaN or an infinity
+    anywhere (a schema cannot refuse them: NaN compares false to every bound)."""
+    try:
+        loaded = _strict_yaml(_utf8(path.read_bytes()))
+        _refuse_non_finite(loaded, ())
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
+    return loaded
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"not UTF-8 text (byte 0x{data[error.start]:02x} on line {line})") from None
+
+
+def _strict_yaml(text: str) -> Any:
+    """yaml.safe_load, refusing duplicate keys, which only the node graph still shows."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _refuse_duplicate_keys(node, (), frozenset())
+        return loader.construct_document(node)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = ", ".join(part for part in (error.context, error.problem) if part)
+        raise ValueError(f"not valid YAML{where}: {what}") from None
+    except yaml.YAMLError as error:  # e.g. a character YAML does not allow, with its position in the message
+        raise ValueError(f"not valid YAML: {error}") from None
+    finally:
+        loader.dispose()
+
+
+def _refuse_duplicate_keys(node: yaml.Node, where: tuple, ancestors: frozenset[int]) -> None:
+    """Walk the node graph with each node's key path; an alias inside its own anchor would make the walk (and the
+    schema's) endless, so it is refused too. Merge keys (`<<`) may be overridden, as YAML allows."""
+    if id(node) in ancestors:
+        raise ValueError(f"{_dotted(where)}: a YAML alias that contains itself")
+    ancestors |= {id(node)}
+    if isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, (*where, index), ancestors)
+    if not isinstance(node, yaml.MappingNode):
+        return
+    lines: dict[tuple[str, str], int] = {}
+    for key_node, value_node in node.value:
+        key = key_node.value if isinstance(key_node, yaml.ScalarNode) else None
+        if key is not None and key_node.tag != "tag:yaml.org,2002:merge":
+            line, seen = key_node.start_mark.line + 1, (key_node.tag, key)  # the tag: 1 and "1" are two keys
+            if seen in lines:
+                raise ValueError(f"{_dotted((*where, key))}: the key is given twice (lines {lines[seen]} and {line})")
+            lines[seen] = line
+        _refuse_duplicate_keys(value_node, (*where, key), ancestors)
+
+
+def _refuse_non_finite(value: Any, where: tuple) -> None:
+    """NaN or an infinity anywhere (`.nan`, `.inf`, a literal too large such as 1.0e+999), named by its key path."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{_dotted(where)}: {value} is not a finite number (NaN and infinities are refused)")
+    children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in children:
+        _refuse_non_finite(child, (*where, key))
+
+
+def _dotted(where: tuple) -> str:
+    return ".".join(str(part) for part in where) or "(top level)"
+
+
 def _load_validated(path: Path, schema: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(path.read_text()) or {}
+    loaded = read_yaml(path) or {}
     try:
         jsonschema.validate(loaded, yaml.safe_load(schema.read_text()))
     except jsonschema.ValidationError as error:
-        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
-        raise ValueError(f"{path}: {where}: {error.message}") from None
+        raise ValueError(f"{path}: {_dotted(tuple(error.absolute_path))}: {_explained(error)}") from None
     return loaded
+
+
+def _explained(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, with what a reader needs where it is cryptic: the rule for names, and why YAML 1.1
+    reads a number such as 1e-5 as text."""
+    if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
+        return f"{error.instance!r} is not a name: letters, digits, '.', '_', '-', starting with a letter or digit"
+    if error.validator == "maxProperties" and list(error.absolute_path)[-1:] == ["vary"]:
+        return f"{error.message}: a study varies one hyper-parameter (its figure's x axis)"
+    if error.validator == "type" and isinstance(error.instance, str) and _EXPONENT_AS_TEXT.fullmatch(error.instance):
+        return f"{error.message} (YAML 1.1 reads it as text: write a decimal point and a signed exponent, as 1.0e-5)"
+    return error.message
+
+
+# What YAML 1.1 (PyYAML) reads as a string though it looks like a number: an exponent without a decimal point in
+# the mantissa or without a sign.
+_EXPONENT_AS_TEXT = re.compile(r"[-+]?[0-9._]+[eE][-+]?[0-9]+")

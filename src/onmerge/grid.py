@@ -20,10 +20,19 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from onmerge import hyperparameters
+
+# A name that becomes a path segment, a wildcard or a file name (the preset's, its backbones', methods' and
+# studies'): letters, digits, '.', '_' and '-', starting with a letter or digit, so never '.', '..', a hidden folder or
+# an option. `(?!\n)` because Python's `$` also matches before a final newline. The preset schema's $defs/name holds
+# the same pattern (tests/test_grid.py keeps the two equal).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(?!\n)$"
 LOSSES = ("dpo", "ipo", "kto")
 MERGES = ("linear", "dare", "ties")
 ROLES = ("base", "sft")
@@ -123,21 +132,42 @@ def format_params(params: Params) -> str:
 
 
 def parse_params(text: str, expected: tuple[str, ...], where: str) -> Params:
-    """The inverse of `format_params`, checking the keys are exactly `expected`, in order."""
+    """The inverse of `format_params`, checking the keys are exactly `expected`, in order, and each value as
+    `path_value` does."""
     pairs = [part.split("~", 1) for part in text.split("_")]
     names = tuple(_PARAM_OF_KEY.get(key, key) for key, *_ in pairs)
     if names != expected or any(len(pair) != 2 for pair in pairs):
         wanted = "_".join(f"{PATH_KEYS[name]}~<value>" for name in expected)
         raise ValueError(f"{where}: parameters {text!r} should read {wanted}")
+    return tuple((name, path_value(name, value, where)) for name, (_, value) in zip(names, pairs, strict=True))
+
+
+def path_value(name: str, text: str, where: str) -> float | int:
+    """A hyper-parameter's value as a hand-written path spells it: a finite number in the range the optimizers and
+    trainer accept, written as `format_value` writes it. Another spelling of the same setting (`beta~0.10`) would be
+    another cell of identical settings, so it is refused, naming the canonical one."""
+    key = PATH_KEYS[name]
     try:
-        return tuple((name, _typed(name, value)) for name, (_, value) in zip(names, pairs, strict=True))
+        value = _typed(name, text)
     except ValueError:
-        raise ValueError(f"{where}: parameters {text!r} hold a value that is not a number") from None
+        kind = "an integer" if name in INTEGER_PARAMS else "a number"
+        raise ValueError(f"{where}: {key}~{text} is not {kind}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {key}~{text} is not a finite number")
+    try:
+        hyperparameters.check(name, value)
+    except ValueError as error:
+        raise ValueError(f"{where}: {key}~{text}: {error}") from None
+    if text != format_value(value):
+        raise ValueError(f"{where}: {key}~{text} is not canonical: the grid writes {key}~{format_value(value)}")
+    return value
 
 
 def parse(path: str) -> Model:
     """The model a path under `results/<preset>/` names (without `/model` or `/eval`); ValueError says what is wrong."""
     parts = path.strip("/").split("/")
+    if not re.match(NAME_PATTERN, parts[0]):
+        raise ValueError(f"{path!r}: {parts[0]!r} is not a backbone name (letters, digits, '.', '_', '-')")
     if len(parts) == 2 and parts[1] in ROLES:
         return Checkpoint(parts[0], parts[1])
     if len(parts) not in (5, 8) or (len(parts) == 8 and parts[5] != "merge"):
@@ -147,9 +177,7 @@ def parse(path: str) -> Model:
         raise ValueError(f"{path!r}: unknown loss {loss!r} (one of {', '.join(LOSSES)})")
     if method not in METHOD_PARAMS:
         raise ValueError(f"{path!r}: unknown method {method!r} (one of {', '.join(METHOD_PARAMS)})")
-    if not seed.startswith("seed~") or not seed[5:].isdigit():
-        raise ValueError(f"{path!r}: {seed!r} should read seed~<integer>")
-    cell = TrainCell(backbone, loss, method, parse_params(params, METHOD_PARAMS[method], path), int(seed[5:]))
+    cell = TrainCell(backbone, loss, method, parse_params(params, METHOD_PARAMS[method], path), _seed(seed, path))
     if len(parts) == 5:
         return cell
     merge = parts[6]
@@ -158,8 +186,20 @@ def parse(path: str) -> Model:
     return MergeCell(cell, merge, parse_params(parts[7], MERGE_PARAMS[merge], path))
 
 
+def _seed(text: str, path: str) -> int:
+    """`seed~<integer>` as the grid writes it (no sign, no leading zeros)."""
+    if not re.fullmatch(r"seed~[0-9]+", text):
+        raise ValueError(f"{path!r}: {text!r} should read seed~<integer>")
+    seed = int(text[5:])
+    if text != f"seed~{seed}":
+        raise ValueError(f"{path!r}: {text} is not canonical: the grid writes seed~{seed}")
+    return seed
+
+
 def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None = None) -> None:
-    """What the schema cannot check: names that refer to each other, and settings that only some presets take.
+    """What the schema cannot check: names that refer to each other, settings that only some presets take, every
+    hyper-parameter value against the range its optimizer or trainer accepts (their own check, not a copy), and a
+    global batch that the cell's processes cannot split.
 
     ValueError names the key. `toy_backbones` are the backbones a toy world can build (None skips that check).
     """
@@ -201,6 +241,44 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
             for param in study.get("vary", {}):
                 if param not in METHOD_PARAMS[preset["methods"][method]["method"]]:
                     raise ValueError(f"{where}.vary.{param}: method {method!r} has no such hyper-parameter")
+    for where, name, value in _set_values(preset):
+        try:
+            hyperparameters.check(name, value)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+    _check_batch(preset["training"])
+
+
+def _set_values(preset: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
+    """(key, hyper-parameter, value) for every value the preset sets, searches, varies or merges at: each is checked
+    against the range its optimizer or trainer accepts (`onmerge.hyperparameters`), before any job."""
+    for param in SHARED_FROM_TRAINING:
+        yield f"training.{param}", param, preset["training"][param]
+    for name, row in preset["methods"].items():
+        yield from (
+            (f"methods.{name}.{param}", param, row[param]) for param in METHOD_PARAMS[row["method"]] if param in row
+        )
+        for param, values in row.get("search", {}).items():
+            yield from ((f"methods.{name}.search.{param}.{i}", param, value) for i, value in enumerate(values))
+    for name, study in preset["studies"].items():
+        for param, values in study.get("vary", {}).items():
+            yield from ((f"studies.{name}.vary.{param}.{i}", param, value) for i, value in enumerate(values))
+        yield from (
+            (f"studies.{name}.interpolate.{i}", "weight", w) for i, w in enumerate(study.get("interpolate", ()))
+        )
+    offline = preset["offline"]
+    yield from ((f"offline.linear.weights.{i}", "weight", w) for i, w in enumerate(offline["linear"]["weights"]))
+    for merge, (key, param) in itertools.product(("dare", "ties"), (("densities", "density"), ("weights", "weight"))):
+        yield from ((f"offline.{merge}.{key}.{i}", param, value) for i, value in enumerate(offline[merge][key]))
+
+
+def _check_batch(training: Mapping[str, Any]) -> None:
+    """The global batch must split over the cell's processes (one, or one per GPU under FSDP) as the trainer will."""
+    processes = max(1, training.get("gpus", 0))
+    try:
+        hyperparameters.split_batch(training["batch_size"], training.get("per_device_batch_size"), processes)
+    except ValueError as error:
+        raise ValueError(f"training.batch_size: {error}") from None
 
 
 def method_cells(

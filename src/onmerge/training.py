@@ -27,6 +27,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
 from onmerge.atomic import atomic_dir
+from onmerge.checkpoints import check_model_folder
+from onmerge.hyperparameters import split_batch
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 from onmerge.optim.sharding import fsdp_windows
 from onmerge.preferences import check_rows
@@ -109,12 +111,18 @@ def train_preference(
     out: Path,
     training: PreferenceTraining,
     optimizer: OptimizerSpec,
+    rows_from: str | None = None,
 ) -> Path:
-    """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO)."""
-    check_rows(rows, "unpaired" if training.loss == "kto" else "paired", f"{training.loss} preference data")
+    """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO).
+
+    The rows and the models are checked before anything loads; `rows_from` names the rows in messages (their file).
+    """
+    view = "unpaired" if training.loss == "kto" else "paired"
+    check_rows(rows, view, rows_from or f"{training.loss} preference data")
+    tokenizer = AutoTokenizer.from_pretrained(sft)
+    check_model_folder(sft, tokenizer, "sft")
     torch.manual_seed(training.seed)
     dtype = torch.bfloat16 if training.bf16 else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(sft)
     load_policy = functools.partial(_load_policy, sft, dtype, optimizer)
     policy = load_policy()
     # LoRA: trl scores the reference with the adapters switched off
@@ -280,9 +288,4 @@ def _lora_config(rank: int) -> LoraConfig:
 def batch_split(training: PreferenceTraining) -> tuple[int, int]:
     """(per-device batch, gradient accumulation steps) giving the global batch over this run's processes."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    per_device = training.per_device_batch_size or training.batch_size // processes
-    if per_device < 1 or training.batch_size % (per_device * processes):
-        raise ValueError(
-            f"global batch {training.batch_size} is not a multiple of {per_device} per device x {processes} processes"
-        )
-    return per_device, training.batch_size // (per_device * processes)
+    return split_batch(training.batch_size, training.per_device_batch_size, processes)

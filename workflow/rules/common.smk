@@ -22,9 +22,10 @@ shell.prefix(
 
 # The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
 from onmerge import figures, grid, tables  # noqa: E402
-from onmerge.config import load_preset, preset_path  # noqa: E402
+from onmerge.config import check_config_files, load_preset, preset_path  # noqa: E402
 from onmerge.toyworld.backbones import BACKBONES  # noqa: E402
 
+check_config_files(workflow.configfiles)  # what Snakemake's reader lets through: a key twice, NaN, infinities
 PRESET = load_preset(config["preset"])
 NAME = PRESET["name"]
 TOY = "world" in PRESET

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from onmerge import hyperparameters
 from onmerge.merge_ops import random_keep_indices, seeded_generator
 from onmerge.optim.adamw import LegacyAdamW, ParamsT
 
@@ -31,8 +32,7 @@ class ChildTuningAdamW(LegacyAdamW):
         seed: int = 0,
         foreach: bool | None = None,
     ):
-        if not 0.0 < reserve_p <= 1.0:
-            raise ValueError(f"reserve_p must lie in (0, 1], got {reserve_p}")
+        hyperparameters.check("reserve_p", reserve_p)
         super().__init__(params, lr, betas, eps, weight_decay, foreach=foreach, reserve_p=reserve_p, seed=seed)
 
     def _prepare_gradients(
@@ -67,8 +67,7 @@ class EMAAdamW(LegacyAdamW):
         ema_decay: float = 1e-3,
         foreach: bool | None = None,
     ):
-        if not 0.0 < ema_decay <= 1.0:
-            raise ValueError(f"ema_decay must lie in (0, 1], got {ema_decay}")
+        hyperparameters.check("ema_decay", ema_decay)
         super().__init__(params, lr, betas, eps, weight_decay, foreach=foreach, ema_decay=ema_decay)
         for group in self.param_groups:
             for p in group["params"]:

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from onmerge import hyperparameters
 from onmerge.merge_ops import (
     SparseDelta,
     dare,
@@ -170,12 +171,8 @@ class _OnlineMergingAdamW(LegacyAdamW):
 
 
 def _check_merge_options(group: dict[str, Any]) -> None:
-    if not 0.0 < group["reserve_p"] <= 1.0:
-        raise ValueError(f"reserve_p must lie in (0, 1], got {group['reserve_p']}")
-    if not 0.0 <= group["alpha"] < 1.0:
-        raise ValueError(f"alpha must lie in [0, 1), got {group['alpha']}")
-    if int(group["merge_every"]) != group["merge_every"] or group["merge_every"] < 1:
-        raise ValueError(f"merge_every must be an integer >= 1, got {group['merge_every']}")
+    for name in ("reserve_p", "alpha", "merge_every"):
+        hyperparameters.check(name, group[name])
 
 
 def _clamped(sparse: SparseDelta) -> SparseDelta:
