@@ -37,11 +37,11 @@ import json
 import os
 import random
 import re
+import tempfile
 import threading
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -235,13 +235,13 @@ class ChatClient:
         return Judged(None, response, f"{reason} (after {self.scoring_attempts} attempts)")
 
     def _check_cache_writable(self) -> None:
-        """Create, write and delete a probe file in the cache folder, so an unwritable cache fails before any paid
-        request rather than after the first one."""
-        probe = self.cache_dir / f".write-probe-{uuid.uuid4().hex}"  # unique: runs on other hosts may share the cache
+        """Write a probe file in the cache folder, so an unwritable cache fails before any paid request rather than
+        after the first one. An anonymous temporary file: it vanishes on close, or with this process if killed."""
         try:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"probe")
-            probe.unlink()
+            with tempfile.TemporaryFile(dir=self.cache_dir) as probe:
+                probe.write(b"probe")
+                probe.flush()
         except OSError as error:
             raise JudgeEndpointError(
                 f"the judgment cache folder {self.cache_dir} is not writable ({error.strerror or error}); "
