@@ -66,7 +66,6 @@ STAGING = {"atomic_dir", "atomic_file", "TemporaryDirectory"}  # context manager
 # Functions that write into a folder staged elsewhere, each with where it is staged.
 STAGED_BY_CALLER = {
     "onmerge/toyworld/models.py::_write_losses": "build_base and build_sft pass their atomic_dir staging folder",
-    "onmerge/sandbox.py::run_python": "writes the program into its TemporaryDirectory scratch folder",
 }
 
 

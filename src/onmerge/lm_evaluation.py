@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from onmerge import sandbox
+
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
@@ -94,6 +96,8 @@ def run_lm_eval(
     if sampled and not sampling:
         raise ValueError(f"tasks {sampled} sample their answers: give the sampling settings (evaluation.sampling)")
     passes = [(greedy, None), (sampled, {"do_sample": True, **check_sampling(sampling or {})})]
+    if any(runs_unsafe_code(task_manager, name) for name in tasks):
+        sandbox.check_available()  # before the model generates anything its code would then not be run on
     lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
     _stop_at_chat_end(lm)
     runs = [

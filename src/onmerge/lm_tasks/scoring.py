@@ -334,7 +334,7 @@ for number, case in enumerate({list(cases)!r}):
 
 
 def sandbox_verdicts(programs: Sequence[str], timeout: float, memory_mb: int) -> list[bool]:
-    """Whether each program passes (exits 0 in time) in its own sandbox; run concurrently, one per CPU core."""
+    """Whether each program passes (runs to its end in time) in its own sandbox; run concurrently, one per core."""
     workers = max(1, min(len(programs), len(os.sched_getaffinity(0))))
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(lambda program: run_python(program, timeout, memory_mb).passed, programs))

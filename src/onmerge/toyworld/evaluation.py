@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from onmerge import sandbox
 from onmerge.atomic import atomic_dir, write_json
 from onmerge.items import Source, outcomes
 from onmerge.lm_evaluation import CHAT_END, EVAL_SEED, run_lm_eval
-from onmerge.toyworld import judge, suite
+from onmerge.toyworld import judge, suite, world
 
 MANIFEST = "suite.json"
 
@@ -84,6 +85,8 @@ def evaluate_model(
     _check_tasks(names, suite_tasks, f"the suite at {include_path}")
     if answers_path is not None and suite.JUDGE_TASK.name not in names:
         raise ValueError(f"answers_path needs the judged task {suite.JUDGE_TASK.name!r} among the evaluated tasks")
+    if world.CODE_TASKS.intersection(names):
+        sandbox.check_available()  # before the model generates anything its code would then not be run on
     results = run_lm_eval(
         model_dir,
         names,
