@@ -11,17 +11,19 @@ report: "workflow/report/workflow.rst"
 include: "workflow/rules/common.smk"
 
 
-# A cell path has one spelling per setting (onmerge.grid), so each wildcard matches one path segment.
+# A cell path has one spelling per setting (onmerge.grid), so each wildcard matches one path segment, spelled with
+# letters, digits and ._~- only: a requested path with `..`, spaces or shell syntax in it matches no rule.
 wildcard_constraints:
-    backbone=r"[^/]+",
+    backbone=grid.NAME,
     loss="|".join(grid.LOSSES),
     method="|".join(grid.METHOD_PARAMS),
-    params=r"[^/]+",
+    params=grid.PATH_SEGMENT,
     seed=r"\d+",
     merge="|".join(grid.MERGES),
-    merge_params=r"[^/]+",
-    model=r".+",
+    merge_params=grid.PATH_SEGMENT,
+    model=rf"{grid.PATH_SEGMENT}(?:/{grid.PATH_SEGMENT})*",
     judged="|".join(JUDGED_COMMANDS),
+    arch=grid.NAME,
 
 
 include: "workflow/rules/models.smk"

@@ -1,8 +1,11 @@
-"""No string from a preset or a path reaches a job's shell as code: each is one shell word, spelled as written.
+"""No string from a preset, a name or a path reaches a job's shell as code.
 
-The workflow's shell commands are taken from a dry run (`--printshellcmds`) of a paper preset whose every free string
-is hostile, then run by bash with `python` and `accelerate` replaced by functions that record their arguments. Without
-the rules' `:q` quoting the marker files appear and the arguments arrive split or expanded.
+- Free strings (sources, splits, include paths) reach their job as one shell word, spelled as written: the commands
+  are taken from a dry run (`--printshellcmds`) of a paper preset whose every free string is hostile, then run by
+  bash with `python` and `accelerate` replaced by functions that record their arguments. Without the rules' `:q`
+  quoting the marker files appear and the arguments arrive split or expanded.
+- Names that become paths (the preset's, backbones, methods, studies) are refused before any job, the key named.
+- A requested path with `..` or shell syntax matches no rule; the checkout's own path is quoted in every job.
 """
 
 import re
@@ -14,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onmerge.config import load_preset
 from onmerge.shell import job_prologue
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,3 +131,66 @@ def test_the_job_prologue_reads_a_hostile_checkout_path_as_a_path(tmp_path, chec
         f"{checkout}/workflow/accelerate/fsdp.yaml",
     ]
     assert not list(tmp_path.glob("pwned*"))
+
+
+# Every name that becomes a path, a wildcard or a file name: refused before any job, the key named.
+NAME_KEYS = {
+    "the preset's name": lambda preset, bad: preset.update(name=bad),
+    "a backbone": lambda preset, bad: _rename(preset["backbones"], "qwen-s", bad),
+    "a method": lambda preset, bad: _rename(preset["methods"], "ondare", bad),
+    "a study": lambda preset, bad: _rename(preset["studies"], "table1", bad),
+    "a study's method": lambda preset, bad: preset["studies"]["table1"]["methods"].append(bad),
+    "the offline source": lambda preset, bad: preset["offline"].update(source=bad),
+}
+BAD_NAMES = ("$(touch {mark})", "../escape", "two words", "x;touch {mark}", ".hidden", "..", "[a-z]+", "name\n")
+
+
+def _rename(mapping: dict, old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def _bad_preset(tmp_path: Path, where: str, bad: str) -> Path:
+    preset = yaml.safe_load((ROOT / "workflow" / "config" / "presets" / "smoke.yaml").read_text())
+    NAME_KEYS[where](preset, bad.format(mark=tmp_path / "pwned"))
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+@pytest.mark.parametrize("where", NAME_KEYS)
+@pytest.mark.parametrize("bad", BAD_NAMES)
+def test_a_name_with_path_or_shell_syntax_is_refused_naming_it(tmp_path, where, bad):
+    with pytest.raises(ValueError, match="is not a name"):
+        load_preset(str(_bad_preset(tmp_path, where, bad)))
+
+
+@pytest.mark.parametrize("where", NAME_KEYS)
+def test_a_run_with_a_bad_name_stops_before_any_job_and_writes_nothing(tmp_path, where):
+    """Through Snakemake (not a dry run), one bad name per place, each place another."""
+    bad = BAD_NAMES[list(NAME_KEYS).index(where) % len(BAD_NAMES)]
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    command = [*SNAKEMAKE, "--directory", str(workdir), "--config", f"preset={_bad_preset(tmp_path, where, bad)}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "is not a name" in result.stdout + result.stderr, result.stdout[-1500:]
+    assert not list(tmp_path.glob("pwned*")), f"{where} = {bad!r} ran"
+    assert sorted(p.name for p in workdir.iterdir()) in ([], [".snakemake"]), f"{where} = {bad!r} wrote files"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "results/smoke/$(touch {mark})/base/model",
+        "results/smoke/../../escape/base/model",
+        "results/smoke/qwen-s/dpo/adamw/beta~0.1;touch {mark}/seed~0/model",
+        "results/smoke/qwen-s/sft/eval/x y/metrics.json",
+        "results/smoke/tokenizers/`touch {mark}`",
+    ],
+)
+def test_a_requested_path_with_path_or_shell_syntax_matches_no_rule(tmp_path, target):
+    mark = tmp_path / "pwned"
+    command = [*SNAKEMAKE, "--directory", str(tmp_path), target.format(mark=mark), "--config", "preset=smoke"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "MissingRuleException" in result.stdout + result.stderr, result.stdout[-1500:] + result.stderr[-1500:]
+    assert not list(tmp_path.glob("pwned*")) and not (tmp_path / "results").exists()

@@ -32,7 +32,11 @@ from onmerge import hyperparameters
 # studies'): letters, digits, '.', '_' and '-', starting with a letter or digit, so never '.', '..', a hidden folder or
 # an option. `(?!\n)` because Python's `$` also matches before a final newline. The preset schema's $defs/name holds
 # the same pattern (tests/test_grid.py keeps the two equal).
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*(?!\n)$"
+NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+NAME_PATTERN = rf"^{NAME}(?!\n)$"
+# One segment of a model's path below results/<preset>/: a name, `seed~0`, or hyper-parameters (`beta~0.1_p~0.01`).
+# The workflow's wildcards match only these, so no requested path reaches a rule with `..` or shell syntax in it.
+PATH_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._~-]*"
 LOSSES = ("dpo", "ipo", "kto")
 MERGES = ("linear", "dare", "ties")
 ROLES = ("base", "sft")

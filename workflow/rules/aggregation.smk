@@ -37,7 +37,7 @@ rule aggregate_study:
     log:
         f"{LOGS}/studies/{{study}}.log",
     wildcard_constraints:
-        study="|".join(PRESET["studies"]),
+        study="|".join(map(re.escape, PRESET["studies"])),
     params:
         root=lambda wildcards, output: Path(output[0]).parent.parent,
         world=METRIC_NAMES,
