@@ -38,7 +38,7 @@ def test_limits_scratch_and_verdicts():
     assert not run_python("assert 1 + 1 == 3").passed
     slow = run_python("while True:\n    pass", timeout=1.0)
     assert slow.timed_out and not slow.passed
-    scratch = "import os\nassert os.getcwd() == '/tmp' and os.listdir() == ['program.py'], os.listdir()\n"
+    scratch = "import os\nassert os.getcwd() == '/sandbox' and os.listdir() == ['program.py'], os.listdir()\n"
     assert run_python(scratch + "open('left-over', 'w').write('x')").passed
     assert run_python(scratch).passed  # a fresh folder each run, not the checkout
 
@@ -46,7 +46,7 @@ def test_limits_scratch_and_verdicts():
 def test_tracebacks_show_the_program_and_its_output():
     result = run_python("print('before')\ndef f():\n    raise ValueError('wrong')\nf()\n")
     assert not result.passed
-    assert result.output.index("before") < result.output.index('File "/tmp/program.py", line 4')
+    assert result.output.index("before") < result.output.index('File "/sandbox/program.py", line 4')
     assert "raise ValueError('wrong')" in result.output and "ValueError: wrong" in result.output
 
 
@@ -63,7 +63,7 @@ def test_writing_outside_the_scratch_folder_is_refused(where, tmp_path):
         "source": REPO / "src" / "onmerge" / f"{name}.py",
         "site-packages": Path(sysconfig.get_paths()["purelib"]) / f"{name}.pth",
         "home": Path.home() / name,
-        "host tmp": tmp_path / name,  # the sandbox's /tmp is its own scratch folder: the write lands there
+        "host tmp": tmp_path / name,  # the sandbox's /tmp is its own tmpfs: the write lands there
     }[where]
     program = f"""\
 import os
@@ -300,7 +300,7 @@ def test_a_program_that_stops_before_its_end_fails(stop):
     [
         "from __future__ import annotations\ndef f(x: Undefined) -> Undefined:\n    return x\nassert f(1) == 1\n",
         "café = 'naïve ✓'\nassert len(café) == 7\nprint(café)\n",
-        "import sys\nassert __name__ == '__main__' and sys.argv == [__file__] and __file__ == '/tmp/program.py'\n",
+        "import sys\nassert __name__ == '__main__' and sys.argv == [__file__] and __file__ == '/sandbox/program.py'\n",
         "import os, subprocess\nassert subprocess.run(['true']).returncode == 0\nif os.fork() == 0:\n    os._exit(0)\n",
     ],
 )

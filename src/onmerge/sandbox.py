@@ -17,8 +17,10 @@ ms for `run_python("pass")` on two cores), most of it bwrap's setup and, as root
 - a filesystem that is an empty read-only tmpfs plus, read-only, `/usr` (the compiler), the dynamic loader's
   cache, Debian's alternatives links, the Python installation and this environment's site-packages (DS-1000's
   libraries). Nothing else of the host is there: not the rest of the checkout, `results/`, `$HOME` (but for a
-  Python installed in it) or the host's `/tmp`. The only writable places are its scratch folder `/tmp` and
-  `/dev/shm`, two size-limited tmpfs that vanish with it;
+  Python installed in it) or the host's `/tmp`. The only writable places are its scratch folder `/sandbox` (its
+  working folder and home), `/tmp` and `/dev/shm`, size-limited tmpfs that vanish with it. The scratch folder is
+  not `/tmp`, so a checkout under the host's `/tmp` (whose site-packages are bound at their own path) never shows
+  in it;
 - an environment of a few fixed variables, handed to bwrap itself, so no secret of the evaluator's is in any
   process of the sandbox (`--clearenv` would not do: `/proc/1/environ`, bwrap's own init, still shows the
   environment bwrap was started with);
@@ -74,8 +76,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-_SCRATCH = "/tmp"  # the program's working and only writable folder, inside the sandbox
-_SCRATCH_BYTES = 256 * 2**20  # size of that tmpfs; /dev/shm gets as much
+_SCRATCH = "/sandbox"  # the program's working folder and home, inside the sandbox
+_SCRATCH_BYTES = 256 * 2**20  # size of that tmpfs; /tmp and /dev/shm get as much
 _FILE_BYTES = 64 * 2**20  # RLIMIT_FSIZE
 _PROCESSES = 64  # RLIMIT_NPROC, threads included, counted in the sandbox's own user namespace
 _OUTPUT_BYTES = 16 * 2**10  # stdout and stderr kept (the last ones); the rest is read and dropped
@@ -87,7 +89,7 @@ _NOBODY = 65534  # the uid and gid a program runs as when the evaluator is root
 _ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "HOME": _SCRATCH,
-    "TMPDIR": _SCRATCH,
+    "TMPDIR": "/tmp",
     "LANG": "C.UTF-8",
     "OMP_NUM_THREADS": "1",
     "OPENBLAS_NUM_THREADS": "1",
@@ -245,7 +247,7 @@ def _filesystem() -> list[str]:
             options += ["--ro-bind", path, path]
             covered.append(path)
     options += ["--proc", "/proc", "--dev", "/dev"]
-    for writable in (_SCRATCH, "/dev/shm"):
+    for writable in (_SCRATCH, "/tmp", "/dev/shm"):
         options += ["--perms", "1777", "--size", str(_SCRATCH_BYTES), "--tmpfs", writable]
     etc = [path for path in ("/etc/ld.so.cache", "/etc/alternatives", "/etc/fonts") if os.path.exists(path)]
     options += _read_only_binds([*etc, *_python_dirs()], covered)
