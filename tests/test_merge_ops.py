@@ -8,6 +8,7 @@ import torch
 from onmerge.merge_ops import (
     SparseDelta,
     dare,
+    geometric_draws,
     keep_count,
     magnitude_keep_indices,
     magnitude_prune,
@@ -38,6 +39,14 @@ def test_random_keep_indices_covers_the_last_entries():
     for trial in range(400):
         hits[random_keep_indices(1000, 0.05, seeded_generator(trial, "x", 0))] += 1
     assert hits[-50:].sum() > 0.5 * hits[:50].sum()
+
+
+@pytest.mark.parametrize("p", [0.1, 0.01, 1e-3, 1e-5])
+def test_geometric_draws_are_geometric_s_numbers(p):
+    """The vectorised gaps are the draws `Tensor.geometric_` makes from the same generator: masks did not change."""
+    for seed in range(5):
+        expected = torch.empty(200_000, dtype=torch.float64).geometric_(p, generator=seeded_generator(seed, "w", 1))
+        assert torch.equal(geometric_draws(200_000, p, seeded_generator(seed, "w", 1)), expected)
 
 
 def test_seeded_generator_depends_only_on_its_keys():

@@ -210,6 +210,33 @@ def test_ondare_update_is_the_unbiased_sparsified_adam_step(reserve_p):
         torch.testing.assert_close((p.detach() - before[name]).reshape(-1), expected, rtol=1e-12, atol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_onties_keeps_the_adam_step_itself_bit_for_bit(dtype):
+    """The kept updates come from the ranking scores, not a second computation: they must be adam_delta's bits."""
+    generator = torch.Generator().manual_seed(3)
+    param = nn.Parameter(torch.randn(300, 400, generator=generator).to(dtype))  # large enough for the sampled top-k
+    optimizer = OnTIESAdamW([("w", param)], {"w": torch.zeros(300, 400)}, lr=1e-3, reserve_p=0.01, alpha=0.0)
+    for _ in range(3):
+        param.grad = torch.randn(300, 400, generator=generator).to(dtype)
+        before = param.detach().clone()
+        optimizer.step()
+        moved = (param.detach() != before).view(-1).nonzero().view(-1)
+        state = optimizer.state[param]
+        step_size = 1e-3 * math.sqrt(1 - 0.999 ** state["step"]) / (1 - 0.9 ** state["step"])
+        expected = before.view(-1)[moved] + LegacyAdamW.adam_delta(state, step_size, 1e-6, moved).to(dtype)
+        assert moved.numel() <= 1200 and torch.equal(param.detach().view(-1)[moved], expected)
+
+
+def test_legacy_adamw_foreach_and_per_tensor_paths_agree_bit_for_bit():
+    """CPU updates each tensor's moments just before its step, CUDA all at once with multi-tensor kernels."""
+    trained = []
+    for foreach in (True, False):
+        model = make_model()
+        train(model, LegacyAdamW(model.named_parameters(), lr=LR, weight_decay=0.01, foreach=foreach), 5)
+        trained.append(snapshot(model))
+    assert all(torch.equal(trained[0][name], trained[1][name]) for name in trained[0])
+
+
 def test_onties_hand_computed_step():
     """betas=(0, 0) and eps=1 make the first Adam step -lr * g / (|g| + 1), which can be worked out by hand."""
     param = nn.Parameter(torch.zeros(4, dtype=torch.float64))

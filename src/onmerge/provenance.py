@@ -1,22 +1,28 @@
 """What produced the tables: the environment (git commit, package versions, the resolved preset) and, for each cell,
 its seed, its settings and the wall-clock time of each step (Snakemake's benchmark files).
 
-Collected once the results are complete, so the report can show where each number came from.
+Collected once the results are complete, so the report can show where each number came from. Each step also writes a
+record naming its inputs by SHA-256 (`write_step_record`); digests are cached per file version (`file_sha256`), so a
+model that dozens of jobs read is hashed once, not by every job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import platform
+import re
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pandas as pd
 
@@ -80,24 +86,94 @@ def environment(preset: Mapping[str, Any], checkout: Path) -> dict[str, Any]:
     return software(checkout) | {"preset": dict(preset)}
 
 
-def file_hashes(path: Path) -> dict[str, str]:
-    """SHA-256 of a file, or of every file in a folder by relative name.
+HASH_CACHE_ENV = "ONMERGE_HASH_CACHE"  # a folder; default: $XDG_CACHE_HOME/onmerge/sha256 (~/.cache/...)
+# A file changed less than this long ago is hashed but not cached: filesystem clocks tick coarsely (a few ms), so a
+# second same-size write within one tick would keep the size and times the cache entry was stored under.
+RACY_SECONDS = 2.0
+
+
+def hash_cache_dir() -> Path:
+    """Where file hashes are remembered: `$ONMERGE_HASH_CACHE`, else the user's cache folder.
+
+    One cache serves every job, preset and checkout of a user (on a cluster, every host sharing the home folder), so a
+    model's weights are hashed once, not by each of the dozens of jobs that read them.
+    """
+    configured = os.environ.get(HASH_CACHE_ENV)
+    if configured:
+        return Path(configured)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "onmerge" / "sha256"
+
+
+def _stat_key(stat: os.stat_result) -> dict[str, int]:
+    """What identifies one version of a file. The device number is left out: NFS clients number a mount each their
+    own way, and the inode and times come from the server, so hosts sharing a filesystem share entries."""
+    return {"inode": stat.st_ino, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "ctime_ns": stat.st_ctime_ns}
+
+
+def _sha256_of(handle: BinaryIO) -> str:
+    return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _cached_sha256(entry: Path, real: str, key: dict[str, int]) -> str | None:
+    """The digest `entry` holds for this exact version of `real`; None if missing, stale or unreadable."""
+    try:
+        stored = json.loads(entry.read_text())
+        digest = stored["sha256"]
+        if stored["path"] == real and stored["stat"] == key and re.fullmatch("[0-9a-f]{64}", digest):
+            return digest
+    except (OSError, ValueError, TypeError, KeyError):  # absent, unreadable, corrupted
+        pass
+    return None
+
+
+def file_sha256(file: Path, cache: Path | None = None) -> str:
+    """SHA-256 of a file's bytes, remembered in `cache` (default `hash_cache_dir()`) for that version of the file.
+
+    An entry is one small JSON file per real path (symlinks resolved, so a model linked into several presets is one
+    entry), holding the inode, size, mtime and ctime the digest was computed for; any change to them, a replaced file
+    included, is a miss. Entries are written atomically, so concurrent jobs (and hosts) at worst hash a file twice; a
+    corrupted entry is a miss and is overwritten. A file that changed while it was read is not cached.
+    """
+    real = Path(file).resolve()
+    cache = hash_cache_dir() if cache is None else Path(cache)
+    entry = cache / f"{hashlib.sha256(str(real).encode()).hexdigest()}.json"
+    with real.open("rb") as handle:
+        before = _stat_key(os.fstat(handle.fileno()))
+        digest = _cached_sha256(entry, str(real), before)
+        if digest is not None:
+            return digest
+        digest = _sha256_of(handle)
+        after = _stat_key(os.fstat(handle.fileno()))
+    settled = time.time_ns() - max(after["mtime_ns"], after["ctime_ns"]) >= RACY_SECONDS * 1e9
+    if after == before and settled:
+        with contextlib.suppress(OSError):  # a read-only or full cache costs time, never the record
+            write_json(entry, {"path": str(real), "stat": after, "sha256": digest})
+    return digest
+
+
+def file_hashes(path: Path, cache: Path | None = None) -> dict[str, str]:
+    """SHA-256 of a file, or of every file in a folder by relative name (through `file_sha256`'s cache).
 
     Left out of a folder: this module's own record, and hidden files (Snakemake's `.snakemake_timestamp` marker).
     """
     path = Path(path)
     if path.is_file():
-        files = [path]
-    else:
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name != RECORD and not p.name.startswith("."))
-    hashes = {}
-    for file in files:
-        digest = hashlib.sha256()
-        with file.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 24), b""):
-                digest.update(block)
-        hashes[file.name if file == path else str(file.relative_to(path))] = digest.hexdigest()
-    return hashes
+        return {path.name: file_sha256(path, cache)}
+    return {str(file.relative_to(path)): file_sha256(file, cache) for file in _record_files(path)}
+
+
+def _record_files(folder: Path) -> list[Path]:
+    """The files a folder's record names, sorted, following linked subfolders (a linked model folder links each of
+    its items, `original/` included); a folder reached twice through links is walked once."""
+    files, seen = [], set()
+    for root, folders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            folders.clear()
+            continue
+        seen.add(real)
+        files += [Path(root, name) for name in names if name != RECORD and not name.startswith(".")]
+    return sorted(file for file in files if file.is_file())
 
 
 def record_path(out: Path) -> Path:

@@ -206,9 +206,9 @@ class OnDAREAdamW(_OnlineMergingAdamW):
             full = random_keep_indices(window.full_numel, reserve_p, generator, device=device)
             indices = window_indices(full, window.start, window.stop)
         if accumulated is None and not group["rescale"]:
-            return SparseDelta(indices, self.adam_delta(state, step_size, eps, indices) / reserve_p, shape)
+            return SparseDelta(indices, self.adam_delta(state, step_size, eps, indices).div_(reserve_p), shape)
         dense = self.adam_delta(state, step_size, eps) if accumulated is None else accumulated
-        sparse = SparseDelta(indices, dense.reshape(-1)[indices] / reserve_p, shape)
+        sparse = SparseDelta(indices, dense.reshape(-1).index_select(0, indices).div_(reserve_p), shape)
         if group["rescale"]:
             sparse = _clamped(rescale_to_l1(sparse, dense.abs().sum(), eps=eps))
         return sparse
@@ -235,12 +235,13 @@ class OnTIESAdamW(_OnlineMergingAdamW):
     def _sparsify_update(self, group, state, step_size, generator, accumulated, window):
         if accumulated is not None:
             return magnitude_prune(accumulated, group["reserve_p"], rescale_l1=group["rescale"])
-        eps = group["eps"]
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        scores = torch.sqrt(exp_avg_sq, out=self.workspace(exp_avg)).add_(eps)
+        scores = torch.sqrt(exp_avg_sq, out=self.workspace(exp_avg)).add_(group["eps"])
         scores = torch.div(exp_avg, scores, out=scores).abs_()
         indices = magnitude_keep_indices(scores, keep_count(scores.numel(), group["reserve_p"]))
-        sparse = SparseDelta(indices, self.adam_delta(state, step_size, eps, indices), exp_avg.shape)
+        # The kept updates from the scores, as adam_delta would compute them: m / (sqrt(v) + eps) has m's sign.
+        quotients = torch.copysign(scores.view(-1).index_select(0, indices), exp_avg.view(-1).index_select(0, indices))
+        sparse = SparseDelta(indices, quotients.mul_(-step_size), exp_avg.shape)
         if group["rescale"]:
             sparse = rescale_to_l1(sparse, scores.sum() * step_size)
         return sparse
