@@ -167,6 +167,7 @@ def _train(models: dict[str, Path], tmp_path: Path, *, rows=None, sft: str = "sf
         base=models["base"],
         rows=tiny_preference_dataset(4).to_list() if rows is None else rows,
         out=tmp_path / "cell",
+        training_log=tmp_path / "training_log.json",
         training=PreferenceTraining(**({"learning_rate": 1e-3, "batch_size": 4, "max_length": 64} | settings)),
         optimizer=OptimizerSpec("adamw"),
     )
@@ -204,7 +205,8 @@ def _train_from_file(tmp_path: Path, models: dict[str, Path]):
 
     threads = str(torch.get_num_threads())  # the command sets torch's threads: leave this process's as they are
     arguments = ["--sft", str(models["sft"]), "--preferences", str(path), "--settings", json.dumps(settings)]
-    main(["train", *arguments, "--threads", threads, "--out", str(tmp_path / "cell")])
+    outputs = ["--out", str(tmp_path / "cell"), "--training-log", str(tmp_path / "training_log.json")]
+    main(["train", *arguments, "--threads", threads, *outputs])
 
 
 def _ultrafeedback(**fields) -> dict:

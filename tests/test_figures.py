@@ -1,14 +1,17 @@
 """The paper's figures: each preset draws the figures its studies name, from a hand-made results table; the data
-behind each figure are the seed means the tables use, and a cell without a result is left out and reported."""
+behind each figure are the seed means the tables use, and a cell without a result is left out and reported. And each
+study's training curves, from hand-made training logs."""
 
 import copy
+import json
 import math
 import zlib
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from onmerge import figures, grid
+from onmerge import curves, figures, grid
 from onmerge.config import load_preset
 from onmerge.tables import Results
 
@@ -170,3 +173,63 @@ def test_the_planes_missing_points_are_reported_but_absent_overlays_only_noted(p
     assert groups["onties"].marks == [] and groups["onties"].overlay
     # the curve's own point is missing; the DARE grid (one cell, gone) and OnTIES come from Table 1: noted only
     assert figures.draw(results, preset, "interpolation", tmp_path / "interpolation.png") == [merge]
+
+
+# ---- training curves (onmerge.curves) -------------------------------------------------------------------------------
+
+
+def _history(path: str) -> list[dict]:
+    """A made-up training log: 8 logged steps, the margin rising and the loss falling at a rate of its own."""
+    rate = 0.5 + zlib.crc32(path.encode()) % 100 / 100
+    return [
+        {"loss": 0.69 - 0.02 * rate * step, "rewards/margins": 0.05 * rate * step, "epoch": step / 16, "step": step}
+        for step in range(2, 18, 2)
+    ]
+
+
+@pytest.fixture
+def logs(preset, tmp_path):
+    """results/<preset> with a training log for every trained cell the curve figures read."""
+    for log in curves.training_logs(preset, tmp_path):
+        Path(log).parent.mkdir(parents=True, exist_ok=True)
+        Path(log).write_text(json.dumps({"max_steps": 16, "history": _history(log)}))
+    return tmp_path
+
+
+def test_every_study_has_curves_read_from_each_of_its_trained_cells(preset, tmp_path):
+    assert curves.curve_names(preset) == [f"curves_{study}" for study in preset["studies"]]
+    trained = {model.path for model in grid.all_models(preset) if isinstance(model, grid.TrainCell)}
+    expected = {f"{tmp_path}/{path}/training_log.json" for path in trained}
+    assert set(curves.training_logs(preset, tmp_path)) == expected
+
+
+def test_every_curve_figure_draws_a_png_from_the_training_logs(preset, logs, tmp_path):
+    out_dir = tmp_path / "figures"
+    for name in curves.curve_names(preset):
+        assert curves.draw(logs, preset, name, out_dir / f"{name}.png") == []
+    assert sorted(path.name for path in out_dir.iterdir()) == sorted(f"{n}.png" for n in curves.curve_names(preset))
+    assert all(path.read_bytes().startswith(PNG) for path in out_dir.iterdir())
+
+
+def test_a_method_swept_over_a_setting_has_a_line_per_value_each_the_mean_over_its_seeds(preset, logs):
+    ((backbone, loss, lines),) = curves.study_curves(preset, "figure2")
+    assert (backbone, loss) == ("qwen-s", "dpo")
+    assert [line.label for line in lines] == ["OnDARE p=1", "OnDARE p=0.01", "OnTIES p=1", "OnTIES p=0.01"]
+    histories = [curves.read_history(logs, cell) for cell in lines[1].cells]
+    assert [cell.seed for cell in lines[1].cells] == SEEDS
+    mean = curves.points(histories, "rewards/margins")
+    assert [step for step, _ in mean] == list(range(2, 18, 2))
+    path = _ondare(0.01)
+    assert mean[0][1] == pytest.approx(
+        sum(_history(f"{logs}/{path(s)}/training_log.json")[0]["rewards/margins"] for s in SEEDS) / 2
+    )
+
+
+def test_a_cell_without_a_training_log_is_left_out_and_named(preset, logs, tmp_path):
+    lacking = _ondare(0.01)(1)
+    (logs / lacking / "training_log.json").unlink()
+    out = tmp_path / "curves_figure2.png"
+    assert curves.draw(logs, preset, "curves_figure2", out) == [lacking]
+    assert out.read_bytes().startswith(PNG)
+    with pytest.raises(ValueError, match="no curve figure 'curves_figure9'"):
+        curves.draw(logs, preset, "curves_figure9", out)

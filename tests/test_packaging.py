@@ -1,5 +1,6 @@
 """The install story: pins agree everywhere, CI runs the README's test command, the entry point works."""
 
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -19,6 +20,27 @@ def test_conda_environment_pins_match_pyproject():
     pip_section = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
     assert set(pip_section) == pyproject_pins()
     assert "python=3.11" in environment["dependencies"]
+
+
+def test_the_vllm_environment_pins_what_its_generation_shares_with_pyproject():
+    """vLLM brings its own torch and transformers; lm-eval, IFEval's packages and what the package imports are ours,
+    and `setup-venv.sh --vllm` installs exactly the conda file's pins."""
+    environment = yaml.safe_load((ROOT / "envs" / "vllm.yaml").read_text())
+    pip_section = next(entry["pip"] for entry in environment["dependencies"] if isinstance(entry, dict))
+    assert "python=3.11" in environment["dependencies"] and all("==" in pin for pin in pip_section)
+    assert any(pin.startswith("vllm==") for pin in pip_section)
+    assert not any(pin.startswith(("torch==", "transformers==")) for pin in pip_section)
+    shared = {pin for pin in pyproject_pins() if pin.split("==")[0] in {pin.split("==")[0] for pin in pip_section}}
+    assert {"lm-eval", "langdetect", "immutabledict", "nltk", "pandas"} <= {pin.split("==")[0] for pin in shared}
+    assert shared <= set(pip_section)
+    listed = subprocess.run(
+        ["bash", "-c", 'source <(sed -n "/^vllm_requirements()/,/^}/p" envs/setup-venv.sh); vllm_requirements'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert listed == pip_section
 
 
 def test_every_dependency_is_pinned_exactly():

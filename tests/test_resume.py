@@ -3,7 +3,7 @@
 The cell runs as the workflow runs it (`python -m onmerge.cli train` in a child process). It is killed once its
 trainer has written a checkpoint part-way; the rerun must resume from that checkpoint (the optimizer's exact state,
 including the online optimizer's sparse tau_r and step-K cache, the scheduler, the RNGs and the data position) and
-end with the very weights of a run that was never interrupted.
+end with the very weights of a run that was never interrupted, and the very training log.
 """
 
 from __future__ import annotations
@@ -29,9 +29,17 @@ from tiny import save_base_and_sft, tiny_preference_dataset
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-# 32 pairs in batches of 4: 8 steps, a checkpoint after every one (a tenth of a run, rounded up).
+# 32 pairs in batches of 4: 8 steps, a checkpoint after every one (a tenth of a run, rounded up). Logged every third
+# step as well: a resumed run must still log each checkpoint's step with the uninterrupted run's averages.
 SETTINGS = {
-    "training": {"loss": "dpo", "learning_rate": 1e-3, "epochs": 1, "batch_size": 4, "warmup_steps": 1},
+    "training": {
+        "loss": "dpo",
+        "learning_rate": 1e-3,
+        "epochs": 1,
+        "batch_size": 4,
+        "warmup_steps": 1,
+        "trainer": {"logging_steps": 3},
+    },
     "optimizer": {"name": "ondare", "reserve_p": 0.5, "alpha": 0.01, "merge_every": 3},
 }
 KILL_AT_STEP = 4
@@ -56,6 +64,8 @@ def _command(folders: tuple[Path, Path], preferences: Path, out: Path) -> list[s
         "1",
         "--out",
         str(out),
+        "--training-log",
+        str(out.with_name("training_log.json")),
     ]
 
 
@@ -105,6 +115,10 @@ def test_a_killed_cell_resumes_to_the_uninterrupted_weights(inputs, tmp_path):
     expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(cell / "model.safetensors")
     assert set(expected) == set(resumed)
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
+    history = json.loads((tmp_path / "uninterrupted" / "training_log.json").read_text())["history"]
+    assert [entry["step"] for entry in history] == list(range(1, 9))
+    assert (cell.parent / "training_log.json").read_bytes() == (uninterrupted.parent / "training_log.json").read_bytes()
+    assert "training: 8/8 steps (100%)" in rerun.stderr
     assert not list(cell.parent.glob(".model.checkpoints-*"))
 
 

@@ -119,16 +119,17 @@ def test_the_job_prologue_reads_a_hostile_checkout_path_as_a_path(tmp_path, chec
     checkout = Path(checkout.format(mark=mark))
     prologue = job_prologue(Path(str(checkout) + "/bin"), checkout)
     shown = subprocess.run(
-        ["bash", "-c", prologue + 'printf "%s\\0" "$PATH" "$PYTHONPATH" "$ONMERGE_FSDP_CONFIG"'],
+        ["bash", "-c", prologue + 'printf "%s\\0" "$PATH" "$PYTHONPATH" "$ONMERGE_FSDP_CONFIG" "$ONMERGE_VLLM_PYTHON"'],
         capture_output=True,
         text=True,
         check=True,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": "/extra"},
     ).stdout.split("\0")
-    assert shown[:3] == [
+    assert shown[:4] == [
         f"{checkout}/bin:/usr/bin:/bin",
         f"{checkout}/src:/extra",
         f"{checkout}/workflow/accelerate/fsdp.yaml",
+        f"{checkout}/.venv-vllm/bin/python",
     ]
     assert not list(tmp_path.glob("pwned*"))
 

@@ -1,11 +1,15 @@
-"""RLHF cells through trl with the project's optimizers: what gets written, and that it trained."""
+"""RLHF cells through trl with the project's optimizers: what gets written, that it trained, the training log beside
+it, and the preset's trainer fields reaching trl."""
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
+from trl import DPOConfig
 
+from onmerge import training as training_module
 from onmerge.training import (
     OptimizerSpec,
     PreferenceTraining,
@@ -47,13 +51,15 @@ def moved(trained: Path, sft: Path) -> float:
 def test_cell_trains_and_writes_a_loadable_model(checkpoints, tmp_path, loss, spec):
     base, sft = checkpoints
     rows = (tiny_unpaired_dataset(8) if loss == "kto" else tiny_preference_dataset(8)).to_list()
-    out = tmp_path / "cell"
-    train_preference(
-        sft=sft, base=base, rows=rows, out=out, training=PreferenceTraining(loss=loss, **TINY), optimizer=spec
-    )
+    out, log = tmp_path / "cell", tmp_path / "training_log.json"
+    training = PreferenceTraining(loss=loss, **TINY)
+    train_preference(sft=sft, base=base, rows=rows, out=out, training_log=log, training=training, optimizer=spec)
     assert moved(out, sft) > 1e-5
     assert (out / "tokenizer_config.json").is_file()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell"], "no staging folder left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cell", "training_log.json"], "no staging file left behind"
+    history = json.loads(log.read_text())["history"]
+    assert [entry["step"] for entry in history] == [1, 2], "8 rows in batches of 4: every step logged"
+    assert all({"loss", "rewards/margins", "learning_rate", "grad_norm"} <= set(entry) for entry in history)
 
 
 def test_ema_cell_saves_the_averaged_weights(checkpoints, tmp_path):
@@ -61,13 +67,20 @@ def test_ema_cell_saves_the_averaged_weights(checkpoints, tmp_path):
     rows = tiny_preference_dataset(8).to_list()
     training = PreferenceTraining(**TINY)
     adamw = train_preference(
-        sft=sft, base=base, rows=rows, out=tmp_path / "adamw", training=training, optimizer=OptimizerSpec("adamw")
+        sft=sft,
+        base=base,
+        rows=rows,
+        out=tmp_path / "adamw",
+        training_log=tmp_path / "adamw.json",
+        training=training,
+        optimizer=OptimizerSpec("adamw"),
     )
     ema = train_preference(
         sft=sft,
         base=base,
         rows=rows,
         out=tmp_path / "ema",
+        training_log=tmp_path / "ema.json",
         training=training,
         optimizer=OptimizerSpec("ema", ema_decay=0.01),
     )
@@ -81,6 +94,7 @@ def test_lora_cell_saves_a_plain_checkpoint_with_the_adapters_merged(checkpoints
         base=None,
         rows=tiny_preference_dataset(8).to_list(),
         out=tmp_path / "lora",
+        training_log=tmp_path / "lora.json",
         training=PreferenceTraining(**TINY),
         optimizer=OptimizerSpec("lora", lora_rank=4),
     )
@@ -112,6 +126,7 @@ def test_online_optimizer_needs_the_base_model(checkpoints, tmp_path):
             base=None,
             rows=tiny_preference_dataset(4).to_list(),
             out=tmp_path / "cell",
+            training_log=tmp_path / "cell.json",
             training=PreferenceTraining(**TINY),
             optimizer=OptimizerSpec("ondare"),
         )
@@ -132,6 +147,7 @@ def test_failed_training_leaves_no_output(checkpoints, tmp_path, monkeypatch):
             base=base,
             rows=tiny_preference_dataset(4).to_list(),
             out=tmp_path / "cell",
+            training_log=tmp_path / "cell.json",
             training=PreferenceTraining(**TINY),
             optimizer=OptimizerSpec("adamw"),
         )
@@ -166,3 +182,79 @@ def test_checkpoints_made_with_other_settings_are_removed_and_the_resumable_ones
     remove_unresumable_checkpoints(current)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".model.checkpoints-aaaa", ".other.checkpoints-bbbb"]
     assert (current / "checkpoint-3").is_dir()
+
+
+def _dpo_cell(checkpoints: tuple[Path, Path], folder: Path, **trainer) -> Path:
+    """An AdamW DPO cell on 32 pairs (8 steps, a checkpoint after each) with `trainer` fields; its training log."""
+    base, sft = checkpoints
+    log = folder / "training_log.json"
+    train_preference(
+        sft=sft,
+        base=base,
+        rows=tiny_preference_dataset(32).to_list(),
+        out=folder / "model",
+        training_log=log,
+        training=PreferenceTraining(**TINY, trainer=trainer),
+        optimizer=OptimizerSpec("adamw"),
+    )
+    return log
+
+
+TRAINING_METRICS = {"loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}
+
+
+def test_a_cell_logs_trls_metrics_at_each_step_with_the_same_bytes_when_run_again(checkpoints, tmp_path, capsys):
+    first = _dpo_cell(checkpoints, tmp_path / "first")
+    record = json.loads(first.read_text())
+    assert record["max_steps"] == 8
+    history = record["history"]
+    assert [entry["step"] for entry in history] == list(range(1, 9))  # a 32nd of 8 steps, rounded up: each
+    assert all(TRAINING_METRICS | {"learning_rate", "grad_norm", "epoch"} <= set(entry) for entry in history)
+    timings = [key for entry in history for key in entry if key.endswith(("_runtime", "_per_second"))]
+    assert timings == [] and not any("train_loss" in entry or "num_tokens" in entry for entry in history)
+    assert "training: 8/8 steps (100%)" in capsys.readouterr().err  # the job's log: progress lines, no bar
+    assert _dpo_cell(checkpoints, tmp_path / "second").read_bytes() == first.read_bytes()
+
+
+CONFIGS_MADE: list[DPOConfig] = []
+
+
+class RecordedDPOConfig(DPOConfig):
+    """DPOConfig, keeping each instance made (at module level: the trainer pickles its config into checkpoints)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        CONFIGS_MADE.append(self)
+
+
+def test_the_presets_trainer_fields_reach_trl_and_the_models_loading(checkpoints, tmp_path, monkeypatch):
+    configs, loads = CONFIGS_MADE, []
+    configs.clear()
+    load = training_module.AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(training_module, "DPOConfig", RecordedDPOConfig)
+    monkeypatch.setattr(
+        training_module.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: loads.append(k) or load(*a, **k)
+    )
+    trainer = {
+        "logging_steps": 3,
+        "activation_checkpointing": True,
+        "lr_scheduler_type": "linear",
+        "model_init_kwargs": {"attn_implementation": "eager"},
+    }
+    _dpo_cell(checkpoints, tmp_path, **trainer)
+    (args,) = configs
+    assert (args.logging_steps, args.activation_checkpointing, args.lr_scheduler_type) == (3, True, "linear")
+    assert [kwargs["attn_implementation"] for kwargs in loads] == ["eager", "eager"]  # the policy and the reference
+
+
+def test_a_field_trl_lacks_is_refused_before_anything_loads(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match=r"trainer.logging_step: trl's DPOConfig has no such field .*logging_steps"):
+        _dpo_cell(checkpoints, tmp_path, logging_step=3)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tensorboard_events_go_beside_the_cells_model(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", "set for this test only")  # the cell sets it; restored after
+    _dpo_cell(checkpoints, tmp_path, report_to=["tensorboard"])
+    assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["model", "tensorboard", "training_log.json"]

@@ -60,7 +60,7 @@ def paper_jobs(*, train: int, merge: int, evaluate: int, figures: int) -> dict[s
         # and the interpolation curve; each evaluated model also answers and is judged on MT-Bench and AlpacaEval
         ("qwen1.5-1.8b", paper_jobs(train=43, merge=39, evaluate=83, figures=1)),
         ("qwen1.5-7b", paper_jobs(train=25, merge=35, evaluate=61, figures=1)),
-        ("llama-3-8b", paper_jobs(train=13, merge=35, evaluate=49, figures=0)),  # Table 1's block only: no figure
+        ("llama-3-8b", paper_jobs(train=13, merge=35, evaluate=49, figures=1)),  # Table 1's block: training curves
     ],
 )
 def test_every_preset_dry_runs_every_cell(tmp_path, preset, expected):
@@ -109,6 +109,14 @@ def test_bad_config_fails_before_any_job_naming_the_key(tmp_path, config_text, n
         ),
         (lambda p: p["studies"]["table1"]["methods"].append("onties"), "studies.table1.methods: 'onties' is not one"),
         (lambda p: p["training"].update(lr=1), "training: Additional properties are not allowed ('lr'"),
+        (
+            lambda p: p["training"].update(trainer={"loging_steps": 5}),
+            "smoke.yaml: training.trainer.loging_steps: trl's DPOConfig has no such field (did you mean logging_steps",
+        ),
+        (
+            lambda p: p["training"].update(trainer={"num_train_epochs": 3}),
+            "training.trainer.num_train_epochs: the pipeline sets num_train_epochs from training.epochs; set it there",
+        ),
     ],
 )
 def test_bad_preset_fails_before_any_job_naming_the_key(tmp_path, edit, named):
@@ -171,6 +179,12 @@ def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
     for step in ("train.log", "train.tsv"):
         folder = "logs" if step.endswith(".log") else "benchmarks"
         assert (smoke_run / folder / "smoke" / ONDARE / step).read_text().strip()
+    assert "training: 4/4 steps (100%)" in (smoke_run / "logs" / "smoke" / ONDARE / "train.log").read_text()
+    record = json.loads((smoke_run / "results" / "smoke" / ONDARE / "training_log.json").read_text())
+    assert [entry["step"] for entry in record["history"]] == [1, 2, 3, 4]  # 32 pairs in batches of 8
+    assert all(
+        {"loss", "rewards/margins", "rewards/accuracies", "grad_norm"} <= set(entry) for entry in record["history"]
+    )
     again = snakemake("--config", "preset=smoke", workdir=smoke_run)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -199,11 +213,13 @@ def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     assert cells.set_index("path").loc[ONDARE, ["train_s", "evaluate_s", "judge_s"]].gt(0).all()
     environment = json.loads((results_dir / "provenance" / "environment.json").read_text())
     assert environment["packages"]["trl"] == "1.16.0" and environment["preset"]["name"] == "smoke"
+    assert (results_dir / "figures" / "curves_table1.png").read_bytes().startswith(b"\x89PNG")  # no paper figure
+    assert [path.name for path in (results_dir / "figures").iterdir()] == ["curves_table1.png"]
     report = smoke_run / "report.html"
     made = snakemake("--report", str(report), "--config", "preset=smoke", workdir=smoke_run)
     assert made.returncode == 0, made.stderr[-3000:]
     page = report.read_text()
-    names = ("table1.html", "table4.html", "tables5to7.html", "provenance.html", "verdicts.html")
+    names = ("table1.html", "table4.html", "tables5to7.html", "provenance.html", "verdicts.html", "curves_table1.png")
     assert all(name in page for name in names)
     assert "differences against AdamW" in page  # a caption from workflow/report/
 
@@ -231,15 +247,18 @@ def _kill_on_sight(command: str, running: subprocess.Popen) -> bool:
 def _rerun_cell(
     workdir: Path, cell: str, jobs: dict[str, int], *, killed: str | None = None
 ) -> tuple[dict[str, bytes], dict[str, bytes]]:
-    """Delete one cell's model and evaluation and rebuild them by naming the cell's last output: the cell's files
-    before and after. Nothing outside the cell may be rewritten, and only the cell's own jobs may run.
+    """Delete one cell's model, training log (a trained cell's) and evaluation and rebuild them by naming the cell's
+    last output: the cell's files before and after. Nothing outside the cell may be rewritten, and only the cell's own
+    jobs may run.
 
     With `killed`, a first attempt has the job whose command holds it SIGKILLed: it must fail and leave no output.
     """
     folder = workdir / "results" / "smoke" / cell
-    before_cell = {name: data for name, data in _cell_files(folder).items() if name.split("/")[0] in ("model", "eval")}
+    made = ("model", "eval", "training_log.json")
+    before_cell = {name: data for name, data in _cell_files(folder).items() if name.split("/")[0] in made}
     shutil.rmtree(folder / "model")
     shutil.rmtree(folder / "eval")
+    (folder / "training_log.json").unlink(missing_ok=True)
     before = _outputs(workdir)
     target = f"results/smoke/{cell}/eval/alpacaeval.json"
     if killed:
@@ -247,7 +266,7 @@ def _rerun_cell(
         attempt = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         assert _kill_on_sight(killed, attempt), f"no {killed!r} job seen"
         assert attempt.wait(timeout=600) != 0
-        assert not (folder / "model").exists() and not (folder / "eval").exists(), "a killed job left an output"
+        assert not any((folder / name).exists() for name in made), "a killed job left an output"
     result = snakemake(target, "--config", "preset=smoke", workdir=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
     assert job_counts(result.stdout + result.stderr) == jobs
@@ -265,7 +284,8 @@ def _without_records(files: dict[str, bytes]) -> dict[str, bytes]:
 def test_a_trained_cell_killed_and_run_again_gives_byte_identical_weights_and_metrics(smoke_run):
     jobs = {"train": 1, "evaluate": 1, "judge": 1}
     first, second = _rerun_cell(smoke_run, ONDARE, jobs, killed="onmerge.cli train")  # the cell's only training
-    assert {"model/model.safetensors", "eval/metrics.json", "eval/answers.json", "eval/alpacaeval.json"} <= set(first)
+    written = {"model/model.safetensors", "training_log.json", "eval/metrics.json", "eval/alpacaeval.json"}
+    assert written | {"eval/answers.json"} <= set(first)
     assert _without_records(second) == _without_records(first)
     records = {name: json.loads(data) for name, data in second.items() if name.endswith("provenance.json")}
     assert set(records) == {"model/provenance.json", "eval/metrics.provenance.json", "eval/alpacaeval.provenance.json"}
@@ -303,7 +323,7 @@ def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
     changed = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
     assert changed.returncode == 0, changed.stderr
-    after_training = {"aggregate": 1, "tables": 1, "verdicts": 1, "provenance": 1, "all": 1}
+    after_training = {"aggregate": 1, "tables": 1, "verdicts": 1, "figures": 1, "provenance": 1, "all": 1}
     assert job_counts(changed.stdout) == {"train": 1, "evaluate": 1, "judge": 1} | after_training
     assert "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.002_k~1/seed~0/model" in changed.stdout
 
@@ -318,16 +338,17 @@ def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path
 
 @pytest.mark.slow
 def test_a_hostile_preset_path_reaches_the_reporting_steps_quoted(smoke_run, tmp_path):
-    """The preset's path is a user's string: with spaces and command substitutions in it, the tables, verdicts and
-    provenance steps (the smoke preset draws no figure) still read it as one path, and nothing it spells runs."""
+    """The preset's path is a user's string: with spaces and command substitutions in it, the tables, verdicts,
+    figures and provenance steps still read it as one path, and nothing it spells runs."""
     folder = tmp_path / "my presets $(touch pwned) ; touch pwned2 `touch pwned3`"
     folder.mkdir()
     preset = folder / "smoke.yaml"
     shutil.copyfile(PRESETS / "smoke.yaml", preset)
-    result = snakemake("tables", "verdicts", "provenance", "--config", f"preset={preset}", workdir=smoke_run)
+    steps = ("tables", "verdicts", "figures", "provenance")
+    result = snakemake(*steps, "--config", f"preset={preset}", workdir=smoke_run)
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout + result.stderr)
-    assert counts["tables"] == counts["verdicts"] == counts["provenance"] == 1  # each ran, with the new path
+    assert [counts[step] for step in steps] == [1, 1, 1, 1]  # each ran, with the new path
     for where in (smoke_run, ROOT, tmp_path):
         assert not list(where.rglob("pwned*")), f"a command in the preset's path ran in {where}"
     assert (smoke_run / "results" / "smoke" / "verdicts.md").is_file()

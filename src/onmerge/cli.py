@@ -96,6 +96,7 @@ def _train(args: argparse.Namespace) -> None:
             base=args.base,
             rows=read_rows(args.preferences),
             out=args.out,
+            training_log=args.training_log,
             training=PreferenceTraining(**settings["training"]),
             optimizer=OptimizerSpec(**settings["optimizer"]),
             rows_from=str(args.preferences),
@@ -154,6 +155,7 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
     settings = {
         "tasks": args.tasks,
         "sampling": sampling,
+        "backend": args.backend,
         "batch_size": args.batch_size,
         "eval_seed": EVAL_SEED,
         "subset_seed": lm_tasks.SUBSET_SEED,
@@ -168,6 +170,7 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
             device="cuda" if torch.cuda.is_available() else "cpu",
             log_samples=True,  # for the items of every column and the ids of the docs each task scored
             sampling=sampling,
+            backend=args.backend,
         )
         metrics = task_metrics(results)
         sources = {name: lm_eval_source(name) for name in PAPER_METRICS if name in metrics}  # the 14 columns
@@ -213,12 +216,12 @@ def _answer(args: argparse.Namespace, write_answers, prompts: str) -> None:
         "generation": json.loads(args.generation),
         "seed": args.seed,
         "limit": args.limit,
+        "backend": args.backend,
         "batch_size": args.batch_size,
     }
+    options = {"limit": args.limit, "seed": args.seed, "batch_size": args.batch_size, "backend": args.backend}
     with _recorded("answers", args.out, settings, {"model": args.model}):
-        write_answers(
-            args.model, prompts, args.generation, args.out, limit=args.limit, seed=args.seed, batch_size=args.batch_size
-        )
+        write_answers(args.model, prompts, args.generation, args.out, **options)
 
 
 def _answers_mt_bench(args: argparse.Namespace) -> None:
@@ -342,7 +345,7 @@ def _verdicts(args: argparse.Namespace) -> None:
 
 
 def _figures(args: argparse.Namespace) -> None:
-    from onmerge import figures
+    from onmerge import curves, figures
     from onmerge.config import load_preset
     from onmerge.tables import Results
 
@@ -350,6 +353,9 @@ def _figures(args: argparse.Namespace) -> None:
     for name in figures.figure_names(preset):
         missing = figures.draw(results, preset, name, args.out_dir / f"{name}.png")
         print(f"{name}: " + (f"missing {', '.join(missing)}" if missing else "complete"))
+    for name in curves.curve_names(preset):
+        missing = curves.draw(args.root, preset, name, args.out_dir / f"{name}.png")
+        print(f"{name}: " + (f"no training log for {', '.join(missing)}" if missing else "complete"))
 
 
 def _provenance(args: argparse.Namespace) -> None:
@@ -365,13 +371,19 @@ def _bench_optim(args: argparse.Namespace) -> None:
     import torch
 
     from onmerge.atomic import write_text
-    from onmerge.bench import format_rows, rows_to_tsv, run_optimizer_benchmark
+    from onmerge.bench import cuda_unavailable, format_rows, rows_to_tsv, run_optimizer_benchmark
 
+    if args.device == "cuda" and (reason := cuda_unavailable()):
+        raise SystemExit(f"onmerge bench optim: {reason}")
     rows = run_optimizer_benchmark(args.params, args.tensors, args.reserve_p, args.repeats, args.device)
+    parameters = (
+        f"{args.params:,} float32 parameters in {args.tensors} tensors, threads={torch.get_num_threads()}"
+        if args.device == "cpu"
+        else f"Qwen1.5-1.8B's tensors in bf16 on {torch.cuda.get_device_name()}"
+    )
     print(
-        f"one optimizer step, {args.params / 1e6:.0f}M parameters in {args.tensors} tensors,"
-        f" reserve_p={args.reserve_p},"
-        f" device={args.device}, threads={torch.get_num_threads()}; ratios against the faster torch AdamW"
+        f"one optimizer step, {parameters}, reserve_p={args.reserve_p}; ratios against the fastest torch AdamW"
+        " (x AdamW) and the faster unfused one (x unfused)"
     )
     print(format_rows(rows))
     if args.out:
@@ -391,6 +403,31 @@ def _bench_toy(args: argparse.Namespace) -> None:
         print(f"  {step:<30}{seconds:>8.1f} s")
     for what, (seconds, budget) in totals.items():
         print(f"{what:<36}{seconds:>8.1f} s   budget {budget:.0f} s   {'met' if seconds <= budget else 'MISSED'}")
+
+
+def _bench_gpu(args: argparse.Namespace) -> None:
+    from onmerge.bench import format_generation_runs, generation_bench_unavailable, run_generation_benchmark
+
+    reason = generation_bench_unavailable()
+    if reason:
+        raise SystemExit(f"onmerge bench gpu: {reason}")
+    runs = run_generation_benchmark(args.model, args.prompts, args.max_new_tokens, args.batch_size)
+    print(
+        f"generation throughput of {args.model}: {args.prompts} prompts, greedy, at most {args.max_new_tokens} new"
+        f" tokens each; transformers in batches of {args.batch_size}, vLLM batching itself; one process, one GPU"
+    )
+    print(format_generation_runs(*runs))
+
+
+def _count(text: str) -> int:
+    """An integer of at least 1 (a command-line count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -443,7 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--base", type=Path, help="the pre-trained model (online merging optimizers need it)")
     step.add_argument("--preferences", type=Path, required=True, help="JSON rows in trl's conversational format")
     step.add_argument("--settings", required=True, help="JSON: {training: {...}, optimizer: {...}} (onmerge.grid)")
-    step.add_argument("--out", type=Path, required=True)
+    step.add_argument("--out", type=Path, required=True, help="the model folder")
+    step.add_argument("--training-log", type=Path, required=True, help="JSON: trl's metrics at each logging step")
 
     step = command(commands, "merge", _merge, "an offline merge of an RLHF model with its SFT model", threads=True)
     step.add_argument("--method", choices=["linear", "dare", "ties"], required=True)
@@ -455,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--seed", type=int, default=0, help="seed of DARE's drop masks")
     step.add_argument("--out", type=Path, required=True)
 
+    from onmerge.lm_evaluation import BACKENDS
+
+    backend_help = "what generates: hf (transformers, CUDA if any) or vllm (a GPU, .venv-vllm); default hf"
     evaluate = commands.add_parser("evaluate", help="evaluate one model").add_subparsers(required=True)
     step = command(evaluate, "toy", _evaluate_toy, "every toy benchmark column and the judged task", threads=True)
     step.add_argument("--model", type=Path, required=True)
@@ -468,7 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--model", type=Path, required=True)
     step.add_argument("--tasks", nargs="+", required=True)
     step.add_argument("--include-path", type=Path, help="folder of custom task YAMLs (default: onmerge.lm_tasks)")
-    step.add_argument("--batch-size", type=int, default=16)
+    step.add_argument("--backend", choices=BACKENDS, default="hf", help=backend_help)
+    step.add_argument("--batch-size", type=int, default=16, help="transformers' batch (vLLM batches by itself)")
     step.add_argument(
         "--sampling",
         nargs="+",
@@ -525,14 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("mt-bench", _answers_mt_bench, "questions"),
         ("alpacaeval", _answers_alpacaeval, "instructions"),
     ):
-        step = command(answers, name, run, f"generate the model's {name} answers with transformers (CUDA if any)")
+        step = command(answers, name, run, f"generate the model's {name} answers (transformers or vLLM)")
         step.add_argument("--model", type=Path, required=True)
         step.add_argument(f"--{source}", required=True, help=judged_sources[source])
         step.add_argument("--generation", required=True, help='JSON sampling settings, e.g. {"do_sample": true, ...}')
         step.add_argument("--out", type=Path, required=True)
         step.add_argument("--limit", type=int, metavar="N", help=subset)
         step.add_argument("--seed", type=int, default=1234, help="generation seed (default 1234)")
-        step.add_argument("--batch-size", type=int, default=16)
+        step.add_argument("--backend", choices=BACKENDS, default="hf", help=backend_help)
+        step.add_argument("--batch-size", type=int, default=16, help="transformers' batch (vLLM batches by itself)")
 
     step = command(commands, "aggregate", _aggregate, "every evaluated model into one tidy CSV")
     step.add_argument("--root", type=Path, required=True, help="results/<preset>")
@@ -558,8 +601,9 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names the files use")
     step.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
 
-    step = command(commands, "figures", _figures, "the paper's figures (PNG) from results.csv")
+    step = command(commands, "figures", _figures, "the paper's figures and each study's training curves (PNG)")
     step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
+    step.add_argument("--root", type=Path, required=True, help="results/<preset>, where the training logs are")
     step.add_argument("--preset", required=True, help="the preset's name or YAML path")
     step.add_argument("--out-dir", type=Path, required=True)
 
@@ -575,12 +619,19 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--tensors", type=int, default=20, help="number of parameter tensors (default 20)")
     optim.add_argument("--reserve-p", type=float, default=0.01, help="reserve rate p (default 0.01)")
     optim.add_argument("--repeats", type=int, default=7, help="timed steps per optimizer; the median is reported")
-    optim.add_argument("--device", default="cpu", help="cpu or cuda")
+    optim.add_argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: Qwen1.5-1.8B's shapes in bf16 (needs ~70 GB)"
+    )
     optim.add_argument("--out", type=Path, help="also write the rows as TSV here")
     toy_bench = command(
         bench_kinds, "toy", _bench_toy, "time the toy world, one DPO run and one evaluation", threads=True
     )
     toy_bench.add_argument("--preset", default="toy", help="a toy preset's name or YAML path (default: toy)")
+    gpu = command(bench_kinds, "gpu", _bench_gpu, "generation throughput, transformers vs vLLM, on one model (CUDA)")
+    gpu.add_argument("--model", type=Path, required=True, help="a small model folder with a chat template")
+    gpu.add_argument("--prompts", type=_count, default=64, help="requests, the same for both (default 64)")
+    gpu.add_argument("--max-new-tokens", type=_count, default=256, help="per request, greedy (default 256)")
+    gpu.add_argument("--batch-size", type=_count, default=16, help="transformers' batch (default 16, the presets')")
     return parser
 
 

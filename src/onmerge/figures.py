@@ -210,7 +210,7 @@ def _plane_missing(groups: list[Group]) -> tuple[list[str], list[str]]:
 # ---- drawing -------------------------------------------------------------------------------------------------------
 
 
-def _footer(figure: Figure, lines: list[str]) -> None:
+def footer(figure: Figure, lines: list[str]) -> None:
     """The caption and notes under the figure (kept inside the PNG by the tight bounding box)."""
     text = "\n".join(wrapped for line in lines for wrapped in textwrap.wrap(line, 150, subsequent_indent="    "))
     figure.text(0.01, 0.0, text, ha="left", va="top", fontsize=8)
@@ -220,15 +220,15 @@ def _seeds(seeds: list[int]) -> str:
     return "1 seed" if len(seeds) == 1 else f"{len(seeds)} seeds"
 
 
-def _missing_note(missing: list[str]) -> list[str]:
+def missing_note(missing: list[str], why: str = "no result in results.csv") -> list[str]:
     if not missing:
         return []
     listed = "; ".join(missing[:MISSING_LISTED])
     more = f"; and {len(missing) - MISSING_LISTED} more" if len(missing) > MISSING_LISTED else ""
-    return [f"Missing, left out (no result in results.csv): {listed}{more}."]
+    return [f"Missing, left out ({why}): {listed}{more}."]
 
 
-def _legend_entries(ax: Axes) -> dict[str, Any]:
+def legend_entries(ax: Axes) -> dict[str, Any]:
     """An axes' legend entries by label, so panels that share them give one figure legend."""
     handles, labels = ax.get_legend_handles_labels()
     return dict(zip(labels, handles, strict=True))
@@ -298,7 +298,7 @@ def _draw_sweep(results: Results, preset: Mapping[str, Any], name: str, figure: 
             spread |= _draw_sweep_panel(ax, lines, level)
             _log_axis(ax, values)
             ax.set(title=LABELS[metric], xlabel=VARIED.get(param, param), ylabel=AXIS_LABELS[metric])
-            handles |= _legend_entries(ax)
+            handles |= legend_entries(ax)
             missing += [path for series in [*lines, *([level] if level else [])] for path in series.missing]
             for series in lines:
                 if not series.points:
@@ -315,7 +315,7 @@ def _draw_sweep(results: Results, preset: Mapping[str, Any], name: str, figure: 
     )
     missing = list(dict.fromkeys(missing))
     notes_lines = [f"{note} in {', '.join(metrics)}." for note, metrics in notes.items()]
-    _footer(figure, [caption, *notes_lines, *_missing_note(missing)])
+    footer(figure, [caption, *notes_lines, *missing_note(missing)])
     return missing
 
 
@@ -389,7 +389,7 @@ def _draw_interpolation(results: Results, preset: Mapping[str, Any], figure: Fig
         groups = plane(results, preset, backbone)
         spread |= _draw_plane_axes(ax, groups)
         ax.set_title(backbone_title(preset, backbone), fontsize=11)
-        handles |= _legend_entries(ax)
+        handles |= legend_entries(ax)
         lacking, not_drawn = _plane_missing(groups)
         missing += lacking
         absent += [f"{backbone}: {label}" for label in not_drawn]
@@ -403,11 +403,11 @@ def _draw_interpolation(results: Results, preset: Mapping[str, Any], figure: Fig
     )
     notes = [f"Not in results.csv, not drawn: {'; '.join(absent)}."] if absent else []
     missing = list(dict.fromkeys(missing))
-    _footer(figure, [caption, *notes, *_missing_note(missing)])
+    footer(figure, [caption, *notes, *missing_note(missing)])
     return missing
 
 
-def _save(figure: Figure, out: Path) -> None:
+def save_png(figure: Figure, out: Path) -> None:
     with atomic_file(out) as partial:
         figure.savefig(partial, format="png", dpi=DPI, bbox_inches="tight")
 
@@ -423,5 +423,5 @@ def draw(results: Results, preset: Mapping[str, Any], name: str, out: Path) -> l
     else:
         figure = Figure(figsize=(FIGSIZE_WIDTH, PANEL_HEIGHT * rows + 0.9), layout="constrained")
         missing = _draw_sweep(results, preset, name, figure)
-    _save(figure, out)
+    save_png(figure, out)
     return missing

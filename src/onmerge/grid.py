@@ -202,8 +202,9 @@ def _seed(text: str, path: str) -> int:
 
 def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None = None) -> None:
     """What the schema cannot check: names that refer to each other, settings that only some presets take, every
-    hyper-parameter value against the range its optimizer or trainer accepts (their own check, not a copy), and a
-    global batch that the cell's processes cannot split.
+    hyper-parameter value against the range its optimizer or trainer accepts (their own check, not a copy), a
+    global batch that the cell's processes cannot split, and the trl fields under `training.trainer`
+    (`onmerge.trainer_config`).
 
     ValueError names the key. `toy_backbones` are the backbones a toy world can build (None skips that check).
     """
@@ -251,6 +252,10 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
     _check_batch(preset["training"])
+    if preset["training"].get("trainer"):
+        from onmerge import trainer_config  # imports trl: only for a preset that passes trainer fields
+
+        trainer_config.check(preset["training"]["trainer"], trainer_config.losses_trained(preset))
 
 
 def _set_values(preset: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
@@ -377,6 +382,7 @@ def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, d
         "weight_decay": shared.get("weight_decay", 0.0),
         "bf16": shared.get("bf16", False),
         "seed": cell.seed,
+        "trainer": shared.get("trainer", {}),  # trl config fields, passed on unchanged (onmerge.trainer_config)
     }
     optimizer = {"name": cell.method} | {
         name: value for name, value in hyper.items() if name not in SHARED_FROM_TRAINING

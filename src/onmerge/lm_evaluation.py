@@ -12,6 +12,12 @@ run in a second call on the same loaded model, and the two results are merged.
 works while that string is in the text; `_stop_at_chat_end` makes `generate` itself finish a row at `<|im_end|>`,
 so a row that ends early in a batch is padded, not continued.
 
+Backends: `hf` (lm-eval's HFLM, the default) or `vllm` (lm-eval's vLLM model, on a GPU in its own environment). vLLM
+gets what HFLM decodes with spelled out in each call's `gen_kwargs` (`onmerge.vllm_sampling`): the model's own
+generation config under the task's and the caller's settings (greedy tasks keep the model's repetition penalty, as
+`generate` does), the same stop tokens, special tokens skipped, and the same seed; what it cannot do the same way is
+refused before the model loads.
+
 Code tasks (HumanEval, MBPP, DS-1000, CodeApex) declare `unsafe_code: true`, lm-eval's mark for a task that executes
 model-written code; lm-eval refuses to run one unless the call confirms it. `run_lm_eval` confirms it for a call that
 includes such a task, and only for that call; the code itself runs in `onmerge.sandbox`.
@@ -29,6 +35,7 @@ from onmerge import sandbox
 if TYPE_CHECKING:
     from lm_eval.tasks import TaskManager
 
+BACKENDS = ("hf", "vllm")
 CHAT_END = "<|im_end|>"
 EVAL_SEED = 1234  # lm-eval's python/numpy/torch/few-shot seeds: set before each call, so sampled draws repeat
 # lm-eval's metrics (as task_metrics names them) under the paper's column names (onmerge.aggregate.PAPER_COLUMNS):
@@ -80,15 +87,18 @@ def run_lm_eval(
     log_samples: bool = False,
     limit: int | None = None,
     sampling: Mapping[str, float] | None = None,
+    backend: str = "hf",
 ) -> dict[str, Any]:
     """lm-eval's results dict for `tasks` (built-in names and those under `include_path`), chat template applied.
 
-    Task names and `sampling` are checked before the model loads; sampled tasks need `sampling` (module docstring).
+    Task names, `sampling` and the backend are checked before the model loads; sampled tasks need `sampling` (module
+    docstring). `batch_size` and `device` are HFLM's: vLLM batches by itself on the GPU it is given.
     """
     from lm_eval import simple_evaluate  # imported here: seconds, and most callers of this module do not need it
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
 
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown generation backend {backend!r} (known: {', '.join(BACKENDS)})")
     task_manager = TaskManager(
         include_path=None if include_path is None else str(include_path), include_defaults=include_defaults
     )
@@ -98,8 +108,19 @@ def run_lm_eval(
     passes = [(greedy, None), (sampled, {"do_sample": True, **check_sampling(sampling or {})})]
     if any(runs_unsafe_code(task_manager, name) for name in tasks):
         sandbox.check_available()  # before the model generates anything its code would then not be run on
-    lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
-    _stop_at_chat_end(lm)
+    if backend == "vllm":
+        from onmerge.vllm_sampling import checkpoint_dtype
+
+        passes = [(names, vllm_gen_kwargs(model_dir, gen_kwargs)) for names, gen_kwargs in passes if names]
+        dtype = checkpoint_dtype(model_dir)
+        from lm_eval.models.vllm_causallms import VLLM  # needs vllm: imported once the settings are known to carry
+
+        lm = VLLM(pretrained=str(model_dir), dtype=dtype, seed=EVAL_SEED, batch_size="auto")
+    else:
+        from lm_eval.models.huggingface import HFLM
+
+        lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
+        _stop_at_chat_end(lm)
     runs = [
         simple_evaluate(
             model=lm,
@@ -119,6 +140,19 @@ def run_lm_eval(
         if names
     ]
     return merge_results(runs)
+
+
+def vllm_gen_kwargs(model_dir: Path, gen_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A call's `gen_kwargs` for lm-eval's vLLM model: what HFLM decodes with (the model's generation config under
+    the call's `gen_kwargs`, greedy unless they sample), every setting explicit (module docstring)."""
+    from transformers import AutoTokenizer
+
+    from onmerge.vllm_sampling import load_generation_config, sampling_arguments, stop_token_ids
+
+    config = load_generation_config(model_dir)
+    config.update(**{"do_sample": False, **(gen_kwargs or {})})
+    config.eos_token_id = stop_token_ids(config, AutoTokenizer.from_pretrained(model_dir))
+    return {"do_sample": config.do_sample, **sampling_arguments(config)}
 
 
 def split_sampled_tasks(task_manager: TaskManager, tasks: list[str]) -> tuple[list[str], list[str]]:

@@ -8,16 +8,19 @@ from pathlib import Path
 
 def job_prologue(interpreter_dir: Path | None, checkout: Path) -> str:
     """Strict mode; `python` from `interpreter_dir` when given (None: the job's conda env); this checkout's package
-    first on PYTHONPATH; the FSDP launch config's path.
+    first on PYTHONPATH; the FSDP launch config's path; the vLLM environment's interpreter (`ONMERGE_VLLM_PYTHON` if
+    set, else the checkout's `.venv-vllm`, which `envs/setup-venv.sh --vllm` makes).
 
     Prepended to each job rather than passed as a param, so that moving the checkout reruns nothing.
     """
     path = f'export PATH={shlex.quote(str(interpreter_dir))}:"$PATH"; ' if interpreter_dir else ""
     package = shlex.quote(str(checkout / "src"))
     fsdp = shlex.quote(str(checkout / "workflow" / "accelerate" / "fsdp.yaml"))
+    vllm_python = shlex.quote(str(checkout / ".venv-vllm" / "bin" / "python"))
     return (
         "set -euo pipefail; "
         + path
         + f'export PYTHONPATH={package}"${{PYTHONPATH:+:$PYTHONPATH}}"; '
         + f"export ONMERGE_FSDP_CONFIG={fsdp}; "
+        + f'[ -n "${{ONMERGE_VLLM_PYTHON:-}}" ] || ONMERGE_VLLM_PYTHON={vllm_python}; export ONMERGE_VLLM_PYTHON; '
     )

@@ -2,7 +2,8 @@
 
 One cell = an SFT model, preference data, a loss, and an optimizer with its hyper-parameters. The policy and the
 reference both start from the SFT model; the online merging optimizers merge with `tau_r = theta_sft - theta_base`.
-The trained model is written atomically: a killed run leaves no folder that looks finished.
+The trained model is written atomically: a killed run leaves no folder that looks finished. Beside it, the cell's
+training log: trl's metrics at each logging step (`write_training_log`). The job's log shows the run's progress.
 """
 
 from __future__ import annotations
@@ -14,27 +15,43 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer
+from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from onmerge.atomic import atomic_dir
+from onmerge import trainer_config
+from onmerge.atomic import atomic_dir, write_json
 from onmerge.checkpoints import check_model_folder
 from onmerge.hyperparameters import split_batch
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 from onmerge.optim.sharding import fsdp_windows
 from onmerge.preferences import check_rows
+from onmerge.progress import Progress, quiet_library_bars
 
 # A checkpoint every tenth of a run (transformers reads a save_steps below 1 as a fraction of the total steps).
 CHECKPOINT_FRACTION = 0.1
+# Metrics logged every 32nd of a run unless a preset sets trainer.logging_steps: 32 points on any run's curves.
+LOGGING_FRACTION = 1 / 32
+# The trainer settings a preset's `training.trainer` may override (the paper's cosine schedule, quiet defaults).
+TRAINER_DEFAULTS = {
+    "lr_scheduler_type": "cosine",
+    "logging_steps": LOGGING_FRACTION,
+    "activation_checkpointing": False,  # trl turns it on by default; the toy models do not need it
+    "report_to": [],
+    "disable_tqdm": True,  # its bar would flood the job's log: progress lines instead (onmerge.progress)
+}
+# Log entries' keys that are not a record of the training: timings (the provenance record has the step's), and
+# trl's token count, which a resumed run restarts from zero.
+UNRECORDED_KEYS = ("num_tokens", "total_flos")
+UNRECORDED_SUFFIXES = ("_runtime", "_per_second")
 
 OptimizerName = Literal["adamw", "lora", "ondare", "onties", "childtuning", "ema"]
 Loss = Literal["dpo", "ipo", "kto"]
@@ -71,6 +88,7 @@ class PreferenceTraining:
     weight_decay: float = 0.0
     seed: int = 0
     bf16: bool = False
+    trainer: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # trl config fields (onmerge.trainer_config)
 
 
 def build_optimizer(
@@ -109,51 +127,59 @@ def train_preference(
     base: Path | None,
     rows: list[dict],
     out: Path,
+    training_log: Path,
     training: PreferenceTraining,
     optimizer: OptimizerSpec,
     rows_from: str | None = None,
 ) -> Path:
-    """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO).
+    """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO) into the
+    model folder `out`, and its training log into `training_log`.
 
-    The rows and the models are checked before anything loads; `rows_from` names the rows in messages (their file).
+    The rows, the models and the trainer fields are checked before anything loads; `rows_from` names the rows in
+    messages (their file).
     """
     view = "unpaired" if training.loss == "kto" else "paired"
     check_rows(rows, view, rows_from or f"{training.loss} preference data")
+    trainer_config.check(training.trainer, [training.loss])
+    quiet_library_bars()
     tokenizer = AutoTokenizer.from_pretrained(sft)
     check_model_folder(sft, tokenizer, "sft")
     torch.manual_seed(training.seed)
-    dtype = torch.bfloat16 if training.bf16 else torch.float32
-    load_policy = functools.partial(_load_policy, sft, dtype, optimizer)
+    # trl reads model_init_kwargs only for models it loads itself; the pipeline loads both, with them
+    passed = dict(training.trainer)
+    loading = dict(passed.pop("model_init_kwargs", None) or {})
+    loading["dtype"] = torch.bfloat16 if training.bf16 else torch.float32
+    load_policy = functools.partial(_load_policy, sft, loading, optimizer)
     policy = load_policy()
     # LoRA: trl scores the reference with the adapters switched off
-    reference = None if optimizer.name == "lora" else AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
+    reference = None if optimizer.name == "lora" else AutoModelForCausalLM.from_pretrained(sft, **loading)
     per_device, accumulation = batch_split(training)
     checkpoints = checkpoint_dir(out, sft=sft, base=base, rows=rows, training=training, optimizer=optimizer)
     if int(os.environ.get("RANK", "0")) == 0:
         remove_unresumable_checkpoints(checkpoints)
-    common = {
+    reporters = passed.get("report_to", [])
+    if {"tensorboard", "all"} & set([reporters] if isinstance(reporters, str) else reporters):
+        # beside the cell's model: by default it would be under the checkpoints, removed after success
+        os.environ["TENSORBOARD_LOGGING_DIR"] = str(training_log.with_name("tensorboard"))
+    owned = {  # from the preset's other keys, and what an exact resume needs (onmerge.trainer_config refuses them)
         "output_dir": str(checkpoints),
         "beta": training.beta,
         "learning_rate": training.learning_rate,
         "num_train_epochs": training.epochs,
         "per_device_train_batch_size": per_device,
         "gradient_accumulation_steps": accumulation,
-        "lr_scheduler_type": "cosine",
         "warmup_steps": training.warmup_steps,
         "max_length": training.max_length,
         "seed": training.seed,
         "data_seed": training.seed,
         "bf16": training.bf16,
         "use_cpu": not torch.cuda.is_available(),
-        "report_to": [],
         "save_strategy": "steps",  # a killed run resumes from its last checkpoint (see checkpoint_dir)
         "save_steps": CHECKPOINT_FRACTION,
         "save_total_limit": 1,
         "save_only_model": False,  # the optimizer's and scheduler's state and the RNGs: an exact resume
-        "logging_steps": 10,
-        "activation_checkpointing": False,
-        "disable_tqdm": True,
     }
+    common = TRAINER_DEFAULTS | passed | owned
     if training.loss == "kto":
         trainer: _CellDPOTrainer | _CellKTOTrainer = _CellKTOTrainer(
             model=policy,
@@ -171,16 +197,65 @@ def train_preference(
             processing_class=tokenizer,
         )
     trainer.make_optimizer = functools.partial(build_optimizer, optimizer, training=training, base=base, sft=sft)
+    trainer.add_callback(LogAtCheckpoints())
+    trainer.add_callback(ProgressLines())
     resume = last_complete_checkpoint(checkpoints)
     if resume is not None:
         print(f"resuming from {resume}", flush=True)
     trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
     if isinstance(trainer.cell_optimizer, EMAAdamW):
         trainer.cell_optimizer.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
-    _save(trainer, policy, load_policy, tokenizer, out)
+    if trainer.is_world_process_zero():
+        write_training_log(trainer.state.log_history, trainer.state.max_steps, training_log)
+    _save(trainer, policy, load_policy, tokenizer, out)  # last: a cell with a model has its log
     if trainer.accelerator.is_main_process:
         shutil.rmtree(checkpoints, ignore_errors=True)  # kept after a failure: the rerun resumes from them
     return out
+
+
+def write_training_log(history: list[dict[str, Any]], max_steps: int, path: Path) -> None:
+    """The trainer's log at each logging step (loss, rewards, margins, accuracies, learning rate, grad norm, epoch,
+    step: whatever trl logs for the loss), atomically. The end-of-run summary and timings are left out, and keys are
+    sorted as a checkpoint's restored entries are, so the same cell run again, or resumed after a kill, writes the
+    same bytes."""
+    steps = [
+        {
+            key: entry[key]
+            for key in sorted(entry)
+            if key not in UNRECORDED_KEYS and not key.endswith(UNRECORDED_SUFFIXES)
+        }
+        for entry in history
+        if "train_runtime" not in entry  # the summary: means over this process's steps only, and its wall time
+    ]
+    write_json(path, {"max_steps": max_steps, "history": steps})
+
+
+class LogAtCheckpoints(TrainerCallback):
+    """Log at every checkpoint as well. The trainer averages loss and rewards since the last log, and a resumed run
+    starts averaging at its checkpoint: logging there makes every window the uninterrupted run's."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save:
+            control.should_log = True
+        return control
+
+
+class ProgressLines(TrainerCallback):
+    """The run's steps with an ETA in the job's log (onmerge.progress), from the main process."""
+
+    progress: Progress | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.progress = Progress("training", state.max_steps, "steps", done=state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.advance()
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.progress is not None:
+            self.progress.close()
 
 
 # What transformers writes into a checkpoint for an exact resume; a folder lacking any was cut short by a kill. The
@@ -256,8 +331,8 @@ class _CellKTOTrainer(_CellOptimizer, KTOTrainer):
     pass
 
 
-def _load_policy(sft: Path, dtype: torch.dtype, optimizer: OptimizerSpec) -> nn.Module:
-    policy = AutoModelForCausalLM.from_pretrained(sft, dtype=dtype)
+def _load_policy(sft: Path, loading: Mapping[str, Any], optimizer: OptimizerSpec) -> nn.Module:
+    policy = AutoModelForCausalLM.from_pretrained(sft, **loading)
     return get_peft_model(policy, _lora_config(optimizer.lora_rank)) if optimizer.name == "lora" else policy
 
 

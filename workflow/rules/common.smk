@@ -22,7 +22,7 @@ shell.prefix(
 )
 
 # The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
-from onmerge import figures, grid, tables  # noqa: E402
+from onmerge import curves, figures, grid, tables  # noqa: E402
 from onmerge.config import check_config_files, load_preset, preset_path  # noqa: E402
 from onmerge.toyworld.backbones import BACKBONES  # noqa: E402
 
@@ -42,6 +42,10 @@ GPUS = TRAINING.get("gpus", 0)
 
 EVALUATION = PRESET.get("evaluation", {})  # paper presets: lm-eval tasks and the backbone's sampling
 SAMPLING = EVALUATION.get("sampling", {})
+BACKEND = EVALUATION.get("backend", "hf")  # what generates the evaluations and judged answers; the toy world's is hf
+# The generating rules' environment. vLLM pins its own torch, so its environment is apart from onmerge.yaml: without
+# --sdm conda, the interpreter that the job prologue names (.venv-vllm, from `envs/setup-venv.sh --vllm`).
+GENERATION_ENV = "../../envs/vllm.yaml" if BACKEND == "vllm" else "../../envs/onmerge.yaml"
 JUDGES = PRESET.get("judges", {})  # paper presets: MT-Bench and AlpacaEval 2.0 through an OpenAI-compatible judge
 JUDGED_COMMANDS = {"mt_bench": "mt-bench", "alpacaeval": "alpacaeval"}  # `onmerge answers|judge <command>`
 JUDGE_CACHE = "results/judge-cache"  # judgments depend only on the request: shared by every model and preset
@@ -62,6 +66,12 @@ def evaluation_files(models):
 def sampling_arguments():
     """`evaluate lm-eval --sampling key=value ...` for the sampled tasks, or nothing for a greedy backbone."""
     return ["--sampling", *(f"{key}={value}" for key, value in SAMPLING.items())] if SAMPLING else []
+
+
+def generating_python():
+    """How a generating job starts Python: the vLLM environment's interpreter (set by the job prologue) for the vllm
+    backend outside conda, else `python`. Fixed shell text, not a preset string, so it is not quoted."""
+    return '"$ONMERGE_VLLM_PYTHON"' if BACKEND == "vllm" and not _uses_conda else "python"
 
 
 def judged_prompts(judged):

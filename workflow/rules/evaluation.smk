@@ -63,7 +63,8 @@ if TOY:
 else:
 
     rule evaluate:
-        """The preset's lm-eval tasks for one model (chat template, zero-shot), every metric with its stderr."""
+        """The preset's lm-eval tasks for one model (chat template, zero-shot), every metric with its stderr; through
+        transformers or vLLM (evaluation.backend)."""
         input:
             model=f"{RESULTS}/{{model}}/model",
         output:
@@ -78,21 +79,24 @@ else:
             tasks=lambda wildcards: EVALUATION["tasks"],  # functions: Snakemake expands {braces} in plain strings
             include=lambda wildcards: ["--include-path", EVALUATION["include_path"]] if "include_path" in EVALUATION else [],
             sampling=lambda wildcards: sampling_arguments(),
+            backend=lambda wildcards: BACKEND,
             batch_size=EVALUATION.get("batch_size", 16),
+            python=generating_python(),
         threads: 8
         resources:
             gpu=1,
             runtime=lambda wildcards, attempt: 240 * attempt,  # a retry after a timeout gets longer
             mem_mb=64000,
         conda:
-            "../../envs/onmerge.yaml"
+            GENERATION_ENV
         shell:
-            "python -m onmerge.cli evaluate lm-eval --model {input.model:q} --tasks {params.tasks:q} {params.include:q}"
-            " {params.sampling:q} --batch-size {params.batch_size:q} --metrics {output.metrics:q} --items {output.per_item:q}"
-            " --samples {output.samples:q} > {log:q} 2>&1"
+            "{params.python} -m onmerge.cli evaluate lm-eval --model {input.model:q} --tasks {params.tasks:q}"
+            " {params.include:q} {params.sampling:q} --backend {params.backend:q} --batch-size {params.batch_size:q}"
+            " --metrics {output.metrics:q} --items {output.per_item:q} --samples {output.samples:q} > {log:q} 2>&1"
 
     rule answers:
-        """The model's answers to a judged benchmark's prompts (MT-Bench: two turns), sampled as the backbone is."""
+        """The model's answers to a judged benchmark's prompts (MT-Bench: two turns), sampled as the backbone is;
+        through transformers or vLLM (evaluation.backend)."""
         input:
             model=f"{RESULTS}/{{model}}/model",
         output:
@@ -105,17 +109,20 @@ else:
             command=lambda wildcards: JUDGED_COMMANDS[wildcards.judged],
             prompts=lambda wildcards: judged_prompts(wildcards.judged),
             generation=json.dumps({"do_sample": True, **SAMPLING} if SAMPLING else {"do_sample": False}),
+            backend=lambda wildcards: BACKEND,
             batch_size=EVALUATION.get("batch_size", 16),
+            python=generating_python(),
         threads: 8
         resources:
             gpu=1,
             runtime=lambda wildcards, attempt: 240 * attempt,
             mem_mb=64000,
         conda:
-            "../../envs/onmerge.yaml"
+            GENERATION_ENV
         shell:
-            "python -m onmerge.cli answers {params.command:q} --model {input.model:q} {params.prompts:q}"
-            " --generation {params.generation:q} --batch-size {params.batch_size:q} --out {output:q} > {log:q} 2>&1"
+            "{params.python} -m onmerge.cli answers {params.command:q} --model {input.model:q} {params.prompts:q}"
+            " --generation {params.generation:q} --backend {params.backend:q} --batch-size {params.batch_size:q}"
+            " --out {output:q} > {log:q} 2>&1"
 
     localrules:
         judge,  # the judge is an API on the network; jobs on a cluster's login node

@@ -4,6 +4,7 @@
 
 TABLES = tables.table_names(PRESET)
 FIGURES = figures.figure_names(PRESET)
+CURVES = curves.curve_names(PRESET)  # every study's training curves, from its cells' training logs
 PAPER = Path(workflow.basedir) / "results" / "paper"
 
 
@@ -82,33 +83,38 @@ rule verdicts:
         " > {log:q} 2>&1"
 
 
-if FIGURES:
+localrules:
+    figures,
 
-    localrules:
-        figures,
 
-    rule figures:
-        """The paper's figures (PNG), with error bars."""
-        input:
-            results=f"{RESULTS}/results.csv",
-            preset=preset_path(config["preset"]),
-        output:
-            [
-                report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
-                for name in FIGURES
-            ],
-        log:
-            f"{LOGS}/figures.log",
-        benchmark:
-            f"{BENCHMARKS}/figures.tsv"
-        params:
-            preset=lambda wildcards: config["preset"],
-            out_dir=lambda wildcards, output: Path(output[0]).parent,
-        conda:
-            "../../envs/onmerge.yaml"
-        shell:
-            "python -m onmerge.cli figures --results {input.results:q} --preset {params.preset:q}"
-            " --out-dir {params.out_dir:q} > {log:q} 2>&1"
+rule figures:
+    """The paper's figures (PNG), with error bars, and each study's training curves."""
+    input:
+        results=f"{RESULTS}/results.csv",
+        training_logs=curves.training_logs(PRESET, RESULTS),
+        preset=preset_path(config["preset"]),
+    output:
+        [
+            report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Figures")
+            for name in FIGURES
+        ],
+        [
+            report(f"{RESULTS}/figures/{name}.png", caption="../report/training_curves.rst", category="Training curves")
+            for name in CURVES
+        ],
+    log:
+        f"{LOGS}/figures.log",
+    benchmark:
+        f"{BENCHMARKS}/figures.tsv"
+    params:
+        preset=lambda wildcards: config["preset"],
+        root=lambda wildcards, input: Path(input.results).parent,
+        out_dir=lambda wildcards, output: Path(output[0]).parent,
+    conda:
+        "../../envs/onmerge.yaml"
+    shell:
+        "python -m onmerge.cli figures --results {input.results:q} --root {params.root:q} --preset {params.preset:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule provenance:
@@ -139,6 +145,6 @@ rule provenance:
 REPORTED = [
     *rules.verdicts.output,
     *(rules.tables.output if TABLES else []),
-    *(rules.figures.output if FIGURES else []),
+    *rules.figures.output,
     *rules.provenance.output,
 ]

@@ -1,5 +1,6 @@
 # Stage 3: RLHF training cells (DPO, IPO, KTO x every method), under
-# results/<preset>/<backbone>/<loss>/<method>/<params>/seed~<seed>/model (onmerge.grid).
+# results/<preset>/<backbone>/<loss>/<method>/<params>/seed~<seed>/ (onmerge.grid): the model, and the training log
+# (trl's metrics at each logging step) that the training-curve figures draw.
 
 
 rule train:
@@ -7,7 +8,8 @@ rule train:
     input:
         unpack(training_inputs),
     output:
-        directory(f"{RESULTS}/{CELL}/model"),
+        model=directory(f"{RESULTS}/{CELL}/model"),
+        training_log=f"{RESULTS}/{CELL}/training_log.json",
     log:
         f"{LOGS}/{CELL}/train.log",
     benchmark:
@@ -25,4 +27,5 @@ rule train:
         "../../envs/onmerge.yaml"
     shell:
         "{params.launch} onmerge.cli train --sft {input.sft:q} {params.base:q} --preferences {input.preferences:q}"
-        " --settings {params.settings:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
+        " --settings {params.settings:q} --threads {threads:q} --out {output.model:q}"
+        " --training-log {output.training_log:q} > {log:q} 2>&1"

@@ -56,6 +56,7 @@ from onmerge.judges.endpoint import (
 )
 from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records, read_source
 from onmerge.judges.transport import public_url
+from onmerge.progress import Progress
 
 JUDGE_MODEL = "gpt-4-1106-preview"  # the paper's AlpacaEval 2.0 judge (alpaca_eval's weighted_alpaca_eval_gpt4_turbo)
 INSTRUCTION_COUNT = 805
@@ -269,8 +270,8 @@ def judge_outputs(
     asked = [judge_request(item, output, model)[1] for item, output in pairs if not is_identical(item, output)]
     if any(client.cached(request, first_shown_preference) is None for request in asked):
         client.preflight(model)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda pair: compare(client, *pair, model), pairs))
+    with Progress("judging", len(pairs), "instructions") as progress, ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda pair: progress.counted(compare(client, *pair, model)), pairs))
 
 
 def raw_win_rate(preferences: Sequence[float]) -> dict[str, float]:

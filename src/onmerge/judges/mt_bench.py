@@ -40,6 +40,7 @@ from onmerge.judges.endpoint import (
     judge_model,
 )
 from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records
+from onmerge.progress import Progress
 
 JUDGE_MODEL = "gpt-4"  # the paper's MT-Bench judge (FastChat's default)
 QUESTION_COUNT = 80
@@ -329,8 +330,12 @@ def judge_answers(
     requests = [judge_request(q, answers[q.question_id], turn, model)[1] for q, turn in jobs]
     if any(client.cached(request, read_rating) is None for request in requests):
         client.preflight(model)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda job: grade(client, job[0], answers[job[0].question_id], job[1], model), jobs))
+    with Progress("judging", len(jobs), "turns") as progress, ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
+            pool.map(
+                lambda job: progress.counted(grade(client, job[0], answers[job[0].question_id], job[1], model)), jobs
+            )
+        )
 
 
 def mt_bench_metrics(judgments: Sequence[Judgment]) -> dict[str, dict[str, float]]:
