@@ -106,7 +106,8 @@ def run_lm_eval(
     if sampled and not sampling:
         raise ValueError(f"tasks {sampled} sample their answers: give the sampling settings (evaluation.sampling)")
     passes = [(greedy, None), (sampled, {"do_sample": True, **check_sampling(sampling or {})})]
-    if any(runs_unsafe_code(task_manager, name) for name in tasks):
+    unsafe = {name for name in tasks if runs_unsafe_code(task_manager, name)}
+    if unsafe:
         sandbox.check_available()  # before the model generates anything its code would then not be run on
     if backend == "vllm":
         from onmerge.vllm_sampling import checkpoint_dtype
@@ -134,7 +135,7 @@ def run_lm_eval(
             numpy_random_seed=EVAL_SEED,
             torch_random_seed=EVAL_SEED,
             fewshot_random_seed=EVAL_SEED,
-            confirm_run_unsafe_code=any(runs_unsafe_code(task_manager, name) for name in names),
+            confirm_run_unsafe_code=not unsafe.isdisjoint(names),
         )
         for names, gen_kwargs in passes
         if names
