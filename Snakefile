@@ -15,6 +15,7 @@ include: "workflow/rules/common.smk"
 # letters, digits and ._~- only: a requested path with `..`, spaces or shell syntax in it matches no rule.
 wildcard_constraints:
     backbone=grid.NAME,
+    regime=rf"(?:regime~{grid.NAME}/)?",
     loss="|".join(grid.LOSSES),
     method="|".join(grid.METHOD_PARAMS),
     params=grid.PATH_SEGMENT,

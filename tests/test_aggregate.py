@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from onmerge.aggregate import CATEGORIES, PAPER_COLUMNS, benchmark_average, mean_with_stderr
+from onmerge.aggregate import CATEGORIES, JUDGE_COMPONENTS, PAPER_COLUMNS, benchmark_average, mean_with_stderr
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 
@@ -75,3 +75,30 @@ def test_a_paper_preset_model_gets_its_14_columns_and_both_judged_scores(tmp_pat
     assert all(table.loc[column, "value"] == pytest.approx(50.0) for column in PAPER_COLUMNS)
     assert (table.loc["mt_bench", "value"], table.loc["alpacaeval2_lc", "value"]) == (6.25, 12.5)
     assert table.loc["mt_bench", "stderr"] == 0.01
+    # The paper's judges give one score: no rows for the toy judge's components, nothing but the metrics it read.
+    assert set(table.index) == {*PAPER_COLUMNS, *CATEGORIES, "benchmark_avg", "gsm8k/exact_match,flexible-extract"} | {
+        "mt_bench",
+        "mt_bench_turn1",
+        "mt_bench_turn2",
+        "alpacaeval2_lc",
+        "alpacaeval2_raw",
+    }
+    assert not set(JUDGE_COMPONENTS) & set(table.index)
+
+
+def test_a_toy_model_gets_the_judges_components_on_the_judges_scale(tmp_path):
+    from onmerge.aggregate import results_table
+    from onmerge.toyworld.world import PAPER_METRICS
+
+    evaluation = tmp_path / "qwen-s" / "sft" / "eval"
+    evaluation.mkdir(parents=True)
+    columns = {name: 0.5 for name, column in PAPER_METRICS.items() if column in PAPER_COLUMNS}
+    judged = {"toy_mt_bench": 6.5, "toy_mt_bench_content": 3.25, "toy_mt_bench_language": 0.75}
+    metrics = columns | judged | {"toy_mt_bench_manner": 1.5}
+    entries = {name: {"value": value, "stderr": 0.02, "n": 40} for name, value in metrics.items()}
+    (evaluation / "metrics.json").write_text(json.dumps({"metrics": entries, "provenance": {}}))
+    table = results_table(tmp_path, ["qwen-s/sft"], PAPER_METRICS).set_index("metric")
+    # Points, not percent: content 0-5, language 0-1, manner 0-3, adding up to MT-Bench's 6.5 with its 1.
+    assert [table.loc[name, "value"] for name in JUDGE_COMPONENTS] == [3.25, 0.75, 1.5]
+    assert [table.loc[name, "stderr"] for name in JUDGE_COMPONENTS] == [0.02, 0.02, 0.02]
+    assert table.loc["mt_bench", "value"] == 6.5 and table.loc["gsm8k_acc", "value"] == 50.0

@@ -38,6 +38,8 @@ from tiny import save_base_and_sft, tiny_causal_lm, tiny_preference_dataset, tin
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE_TEXT = (ROOT / "workflow" / "config" / "presets" / "smoke.yaml").read_text()
 SMOKE = yaml.safe_load(SMOKE_TEXT)
+SMOKE_LINES = SMOKE_TEXT.count("\n")
+SEEDS_LINE = SMOKE_TEXT.split("\n").index("seeds: [0]") + 1  # 1-based, as the errors count
 CONFIG_TEXT = (ROOT / "workflow" / "config" / "config.yaml").read_text()
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1", "--dry-run"]
 
@@ -274,13 +276,13 @@ CLASSES: dict[str, list[tuple[str, Callable, str]]] = {
     # Files that do not parse as YAML: the file named, with the line and column
     "malformed or non-UTF-8 YAML": [
         ("unclosed bracket", _load_text(lambda t: t.replace("seeds: [0]", "seeds: [0")),
-         r"bad\.yaml: not valid YAML at line 20, column 8: .*expected ',' or ']'"),
+         rf"bad\.yaml: not valid YAML at line {SEEDS_LINE + 1}, column 8: .*expected ',' or ']'"),
         ("tab indentation", _load_text(lambda t: t.replace("  epochs: 1\n", "\tepochs: 1\n")),
          r"bad\.yaml: not valid YAML at line 15, column 1: .*found character '\\t' that cannot start any token"),
         ("Latin-1 byte in a preset", _load_text(lambda t: t.replace("in miniature", "en caf\xe9").encode("latin-1")),
          r"bad\.yaml: not UTF-8 text \(byte 0xe9 on line 3\)"),
         ("two documents", _load_text(lambda t: t + "---\nname: other\n"),
-         r"bad\.yaml: not valid YAML at line 33, column 1: expected a single document .*, but found another"),
+         rf"bad\.yaml: not valid YAML at line {SMOKE_LINES + 1}, column 1: expected a single document .*, but found"),
         ("Python object tag",
          _load_text(lambda t: t.replace("name: smoke", "name: !!python/object/apply:os.getcwd []")),
          r"bad\.yaml: not valid YAML at line 1, column 7: could not determine a constructor"),
@@ -290,7 +292,7 @@ CLASSES: dict[str, list[tuple[str, Callable, str]]] = {
     # A key twice in one mapping: PyYAML (and Snakemake's config reader) would keep the last silently
     "duplicate YAML keys": [
         ("top-level key twice", _load_text(lambda t: t + "seeds: [1]\n"),
-         r"bad\.yaml: seeds: the key is given twice \(lines 19 and 33\)"),
+         rf"bad\.yaml: seeds: the key is given twice \(lines {SEEDS_LINE} and {SMOKE_LINES + 1}\)"),
         ("nested key twice", _load_text(lambda t: t.replace("  epochs: 1\n", "  epochs: 1\n  epochs: 2\n")),
          r"bad\.yaml: training\.epochs: the key is given twice \(lines 15 and 16\)"),
         ("method row twice",

@@ -212,8 +212,8 @@ def test_every_curve_figure_draws_a_png_from_the_training_logs(preset, logs, tmp
 
 
 def test_a_method_swept_over_a_setting_has_a_line_per_value_each_the_mean_over_its_seeds(preset, logs):
-    ((backbone, loss, lines),) = curves.study_curves(preset, "figure2")
-    assert (backbone, loss) == ("qwen-s", "dpo")
+    ((title, loss, lines),) = curves.study_curves(preset, "figure2")
+    assert (title, loss) == ("qwen-s (toy, mirrors Qwen1.5-1.8B)", "dpo")
     assert [line.label for line in lines] == ["OnDARE p=1", "OnDARE p=0.01", "OnTIES p=1", "OnTIES p=0.01"]
     histories = [curves.read_history(logs, cell) for cell in lines[1].cells]
     assert [cell.seed for cell in lines[1].cells] == SEEDS

@@ -65,9 +65,9 @@ def test_toy_studies_hold_every_table_and_figure():
     table1 = grid.study_models(toy, "table1")
     trained = [m for m in table1 if isinstance(m, grid.TrainCell)]
     merged = [m for m in table1 if isinstance(m, grid.MergeCell)]
-    assert len(trained) == 3 * 7  # 3 backbones x 7 trained rows (KL searches one beta here)
-    assert len(merged) == 3 * (2 + 2 + 2)  # linear weights, DARE and TIES densities x weights
-    assert {m.path for m in table1 if isinstance(m, grid.Checkpoint)} == {f"{b}/sft" for b in BACKBONES}
+    assert len(trained) == 2 * 7  # 2 backbones x 7 trained rows (KL searches one beta here)
+    assert len(merged) == 2 * (2 + 2 + 2)  # linear weights, DARE and TIES densities x weights
+    assert {m.path for m in table1 if isinstance(m, grid.Checkpoint)} == {"qwen-s/sft", "qwen-m/sft"}
     alphas = {m.hyperparameters["alpha"] for m in grid.study_models(toy, "table2") if isinstance(m, grid.TrainCell)}
     assert alphas == {2e-2, 2e-3, 2e-4, 2e-5}
     table3 = [m for m in grid.study_models(toy, "table3") if isinstance(m, grid.TrainCell)]
@@ -85,6 +85,56 @@ def test_toy_studies_hold_every_table_and_figure():
     }
 
 
+def test_the_precision_study_trains_four_rows_in_two_regimes_three_seeds_and_two_worlds():
+    toy = load_preset("toy")
+    cells = [m for m in grid.study_models(toy, "precision") if isinstance(m, grid.TrainCell)]
+    assert len(cells) == 4 * 2 * 3 * 2
+    assert {(m.backbone, m.regime) for m in cells} == {
+        (world, regime) for world in ("qwen-s", "qwen-s-w1") for regime in ("small-step", "small-step-bf16")
+    }
+    dropout = next(m for m in cells if m.hyperparameters.get("alpha") == 0.0)
+    assert dropout.path.startswith("qwen-s/regime~small-step/dpo/ondare/beta~0.1_p~0.01_alpha~0_k~1/seed~")
+    # The precision study's cells are apart from every other study's: another regime is another path.
+    assert not _study_paths(toy, "precision") & _study_paths(toy, "table1") - {"qwen-s/sft"}
+    settings = grid.training_settings(toy, dropout)["training"]
+    assert (settings["learning_rate"], settings["batch_size"], settings["bf16"]) == (1.8e-5, 2, False)
+    bf16 = next(m for m in cells if m.regime == "small-step-bf16")
+    assert grid.training_settings(toy, bf16)["training"]["bf16"] is True
+    assert grid.training_settings(toy, bf16)["training"]["epochs"] == toy["training"]["epochs"]  # not overridden
+    # The second world is qwen-s built from another seed; the first is built from the world's.
+    assert (grid.toy_backbone(toy, "qwen-s-w1"), grid.backbone_seed(toy, "qwen-s-w1")) == ("qwen-s", 1)
+    assert (grid.toy_backbone(toy, "qwen-s"), grid.backbone_seed(toy, "qwen-s")) == ("qwen-s", 0)
+
+
+def test_a_regime_cell_path_parses_back_and_refuses_a_bad_regime_name():
+    cell = grid.TrainCell("qwen-s", "dpo", "adamw", (("beta", 0.1),), 2, "small-step-bf16")
+    assert cell.path == "qwen-s/regime~small-step-bf16/dpo/adamw/beta~0.1/seed~2"
+    assert grid.parse(cell.path) == cell
+    merge = grid.MergeCell(cell, "linear", (("weight", 0.5),))
+    assert grid.parse(merge.path) == merge
+    with pytest.raises(ValueError, match="is not a regime name"):
+        grid.parse("qwen-s/regime~.hidden/dpo/adamw/beta~0.1/seed~2")
+
+
+def test_published_semantics_methods_train_their_optimizer_with_the_published_flag():
+    cell = grid.TrainCell(
+        "qwen-s",
+        "dpo",
+        "onties-published",
+        (("beta", 0.1), ("reserve_p", 1e-5), ("alpha", 1e-7), ("merge_every", 5)),
+        0,
+    )
+    assert grid.parse(cell.path) == cell
+    optimizer = grid.training_settings(load_preset("toy"), cell)["optimizer"]
+    assert optimizer == {
+        "name": "onties",
+        "reserve_p": 1e-5,
+        "alpha": 1e-7,
+        "merge_every": 5,
+        "published_semantics": True,
+    }
+
+
 def test_paper_presets_list_the_published_grids():
     small = load_preset("qwen1.5-1.8b")
     table1 = grid.study_models(small, "table1")
@@ -93,7 +143,8 @@ def test_paper_presets_list_the_published_grids():
         len(trained) == 1 + 5 + 3 + 1 + 1 + 1 + 1
     )  # AdamW, KL beta search, EMA search, ChildTuning, LoRA, OnTIES, OnDARE
     assert len([m for m in table1 if isinstance(m, grid.MergeCell)]) == 5 + 15 + 15
-    assert len(_study_paths(small, "figure2")) == 1 + 2 * 8  # the SFT reference and 8 reserve rates x 2 optimizers
+    # the SFT reference and 8 reserve rates x 2 optimizers, and OnTIES as published
+    assert len(_study_paths(small, "figure2")) == 1 + 3 * 8
     adamw = grid.method_cells(small, "adamw", "qwen1.5-1.8b", "dpo", 0)[0]
     settings = grid.training_settings(small, adamw)
     published = {"learning_rate": 1e-6, "beta": 0.1, "epochs": 2, "batch_size": 128, "warmup_steps": 100}
@@ -125,11 +176,26 @@ def _broken(change):
         (lambda p: p["offline"].update(source="sgd"), "offline.source: 'sgd'"),
         (lambda p: p["backbones"].update({"gpt-9": {}}), "backbones.gpt-9: a toy world builds only"),
         (lambda p: p.update(evaluation={"tasks": ["gsm8k"]}), "evaluation: a toy preset builds its own"),
+        (lambda p: p["backbones"]["qwen-s-w1"].update(builds="gpt-9"), "backbones.qwen-s-w1.builds: a toy world"),
+        (lambda p: p["studies"]["precision"].update(regimes=["fast"]), "studies.precision.regimes: 'fast' is not"),
+        (lambda p: p["regimes"]["small-step"].update(gpus=2), "regimes.small-step.gpus: a job's resources"),
+        (lambda p: p["regimes"]["small-step"].update(learning_rate=2.0), "regimes.small-step.learning_rate: learning"),
+        (
+            lambda p: p["regimes"]["small-step"].update(batch_size=2, per_device_batch_size=3),
+            "regimes.small-step.batch_size: global batch 2 is not a multiple",
+        ),
     ],
 )
 def test_a_preset_that_refers_to_nothing_fails_naming_the_key(change, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         grid.check_preset(_broken(change), frozenset(BACKBONES))
+
+
+def test_only_a_toy_backbone_is_built_from_a_seed():
+    preset = copy.deepcopy(load_preset("qwen1.5-1.8b"))
+    next(iter(preset["backbones"].values()))["seed"] = 3
+    with pytest.raises(ValueError, match=r"backbones\.qwen1\.5-1\.8b\.seed: only a toy backbone"):
+        grid.check_preset(preset)
 
 
 def test_a_paper_preset_needs_its_models_and_data():

@@ -284,7 +284,14 @@ def test_judged_task_reports_mt_bench_and_keeps_answers(model_dir: Path, tmp_pat
     answers_path = tmp_path / "answers.json"
     metrics, items, _ = evaluation.evaluate_model(model_dir, suite, batch_size=8, answers_path=answers_path)
     assert 1.0 <= metrics["toy_mt_bench"]["value"] <= 10.0 and metrics["toy_mt_bench"]["n"] == 6
-    assert len(items["toy_mt_bench"]["scores"]) == 6 and set(items["toy_mt_bench"]["scores"]) <= set(range(1, 11))
+    assert len(items["toy_mt_bench"]["scores"]) == 6
+    # Each answer's components are kept beside its score, and add up to it: 1 + content + language + manner.
+    components = ("toy_mt_bench_content", "toy_mt_bench_language", "toy_mt_bench_manner")
+    assert set(components) <= set(metrics) and all(metrics[name]["n"] == 6 for name in components)
+    assert metrics["toy_mt_bench"]["value"] == pytest.approx(1.0 + sum(metrics[name]["value"] for name in components))
+    for k, total in enumerate(items["toy_mt_bench"]["scores"]):
+        assert items["toy_mt_bench"]["ids"] == items["toy_mt_bench_manner"]["ids"]
+        assert total == pytest.approx(1.0 + sum(items[name]["scores"][k] for name in components))
     answers = json.loads(answers_path.read_text())
     docs = toy_suite.docs("toy_judge", 6, 0)
     assert sorted(answers) == sorted(doc["id"] for doc in docs)
@@ -294,3 +301,31 @@ def test_judged_task_reports_mt_bench_and_keeps_answers(model_dir: Path, tmp_pat
     assert length_controlled_win_rate(items, ours, ours) == (50.0, 50.0)
     with pytest.raises(ValueError, match="needs the judged task"):
         evaluation.evaluate_model(model_dir, suite, tasks=["toy_drop"], answers_path=answers_path)
+
+
+def test_win_rates_keep_both_answers_points(tmp_path: Path):
+    """Closing every answer wins where chat is welcome and loses where the format is the task; each judgment keeps
+    both answers' points by component."""
+    from onmerge.toyworld.world import STRICT_FORMAT_TASKS, with_manner
+
+    suite = evaluation.write_task_suite(tmp_path / "suite", n_per_task=24, seed=0, tasks=["toy_judge"])
+    docs = toy_suite.docs("toy_judge", 24, 0)
+    prompts = {doc["id"]: toy_suite.item_of(doc) for doc in docs}
+    bare = {doc_id: item.response for doc_id, item in prompts.items()}
+    closed = {
+        doc_id: with_manner(item.response, item.gold.get("target", item.language)) for doc_id, item in prompts.items()
+    }
+    judged = evaluation.win_rates(suite, closed, bare)
+    assert [judgment["id"] for judgment in judged["judgments"]] == [doc["id"] for doc in docs]
+    strict = {doc_id for doc_id, item in prompts.items() if item.task in STRICT_FORMAT_TASKS}
+    assert 0 < len(strict) < len(docs)
+    for judgment in judged["judgments"]:
+        helpful, unhelpful = (
+            {"content": 5.0, "language": 1.0, "manner": 3.0},
+            {"content": 5.0, "language": 1.0, "manner": 0.0},
+        )
+        if judgment["id"] in strict:
+            assert (judgment["outcome"], judgment["points"], judgment["reference_points"]) == (0.0, unhelpful, helpful)
+        else:
+            assert (judgment["outcome"], judgment["points"], judgment["reference_points"]) == (1.0, helpful, unhelpful)
+    assert judged["metrics"]["alpacaeval_raw"]["value"] == pytest.approx(100.0 * (1 - len(strict) / len(docs)))

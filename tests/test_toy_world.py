@@ -99,6 +99,18 @@ def test_held_out_documents_never_appear_in_training_data():
             assert doc["prompt"] not in training_text, doc["prompt"]
 
 
+def test_sft_manner_is_a_closing_after_the_answer_where_chat_is_welcome():
+    """The world's manner follows the answer (nothing is said before it) and never wraps a tool call."""
+    closings = {"hope this helps!", translate("hope this helps!", "b")}
+    closed = 0
+    for prompt, answer in ((turn["content"] for turn in chat) for chat in sft_conversations(1300, seed=0)):
+        if any(answer.endswith(" " + closing) for closing in closings):
+            closed += 1
+            assert not prompt.startswith("you can call these functions"), answer
+        assert not answer.startswith(("sure!", translate("sure!", "b"))), answer
+    assert 0.1 < closed / 1300 < 0.25  # world.SFT_MANNER_RATE of the 11 chat skills in 13
+
+
 def test_everything_is_deterministic_from_seeds():
     assert benchmark_docs("toy_gsm8k", 10, seed=5) == benchmark_docs("toy_gsm8k", 10, seed=5)
     assert benchmark_docs("toy_gsm8k", 10, seed=5) != benchmark_docs("toy_gsm8k", 10, seed=6)

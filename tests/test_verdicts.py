@@ -70,6 +70,7 @@ def test_hand_made_verdicts_each_outcome(hand_made):
         "C7": INCONCLUSIVE,
         "C8": SUPPORTED,  # alpha 1e-4 (10) far below alpha 1e-7 (55)
         "C9": NOT_PLANNED,
+        "C10": NOT_PLANNED,
     }
     c2 = rows(hand_made, "C2").set_index("metric")
     assert list(c2.index) == ["mt_bench", "alpacaeval2_lc"] and (c2["level"] == 0.975).all()
@@ -88,13 +89,13 @@ def test_hand_made_verdicts_each_outcome(hand_made):
 
 
 def test_verdicts_are_written_with_their_rule_and_summary(hand_made, tmp_path):
-    verdicts.write(hand_made, hand_made_preset(), tmp_path)
+    verdicts.write(hand_made, hand_made_preset(), tmp_path, pd.DataFrame(columns=list(verdicts.WORLD_COLUMNS)))
     text = (tmp_path / "verdicts.md").read_text()
     assert "| C5 | " in text and "| not planned |" in text
     assert "## C4 — contradicted" in text and "## C7 — inconclusive" in text and "Bonferroni" in text
     kto = "| qwen1.5-7b | KTO: OnDARE - AdamW | Benchmark Avg. | higher | inconclusive |"
     assert f"{kto} 2 vs 2 | -2.0 [-4.0, +0.0] | +0.3 |" in text
-    assert pd.read_csv(tmp_path / "verdicts.csv")["claim"].nunique() == 9
+    assert pd.read_csv(tmp_path / "verdicts.csv")["claim"].nunique() == 10
     assert "<table>" in (tmp_path / "verdicts.html").read_text()
 
 
@@ -108,20 +109,27 @@ def test_the_toy_preset_plans_every_claim_from_its_studies():
     }
     assert {claim: len(comparisons) for claim, comparisons in planned.items()} == {
         "C1": 14,  # 2 metrics x (the merge nearest the SFT model against AdamW, and 6 steps SFT -> 0.1 ... -> AdamW)
-        "C2": 4,  # OnTIES, OnDARE x MT-Bench, AlpacaEval LC, on the headline study's qwen-s
-        "C3": 2,
+        "C2": 8,  # OnTIES, OnDARE x MT-Bench, AlpacaEval LC, in the precision study's pure bf16, in two worlds
+        "C3": 4,
         "C5": 6,  # p = 1e-3 against p = 0.01 for each optimizer x 2 metrics, and OnTIES' drop against OnDARE's
         "C6": 2,
         "C7": 8,
         "C8": 2,
         "C9": 2,
+        "C10": 8,  # per world: OnDARE - its alpha = 0 in bf16, OnDARE - AdamW in fp32, x Benchmark Avg., MT-Bench
     }
     headline = planned["C2"][0]
     assert headline.terms[0][1] == tuple(
-        f"qwen-s/dpo/onties/beta~0.1_p~0.01_alpha~2e-05_k~1/seed~{s}" for s in range(3)
+        f"qwen-s/regime~small-step-bf16/dpo/onties/beta~0.1_p~0.01_alpha~1.8e-06_k~1/seed~{s}" for s in range(3)
     )
-    assert headline.terms[1][1] == tuple(f"qwen-s/dpo/adamw/beta~0.1/seed~{s}" for s in range(3))
+    assert headline.terms[1][1] == tuple(f"qwen-s/regime~small-step-bf16/dpo/adamw/beta~0.1/seed~{s}" for s in range(3))
+    assert headline.label == "OnTIES - AdamW (small-step-bf16)"
     assert headline.published == pytest.approx(4.74 - 4.59)  # Qwen1.5-1.8B, the backbone qwen-s mirrors
+    assert {c.backbone for c in planned["C2"]} == {"qwen-s", "qwen-s-w1"}
+    merge, fp32 = planned["C10"][0], planned["C10"][2]
+    assert merge.label == "OnDARE - OnDARE, alpha = 0 (small-step-bf16)"
+    assert merge.terms[1][1][0] == "qwen-s/regime~small-step-bf16/dpo/ondare/beta~0.1_p~0.01_alpha~0_k~1/seed~0"
+    assert fp32.label == "OnDARE - AdamW (small-step)" and fp32.expected == "higher"
     steps = [c for c in planned["C1"] if not c.required]
     assert steps[0].terms == (
         (1.0, ("qwen-s/sft",)),
@@ -135,7 +143,8 @@ def test_the_toy_preset_plans_every_claim_from_its_studies():
 
 def test_a_rerun_writes_the_same_bytes(hand_made, tmp_path):
     again = verdicts.verdicts(verdicts.Context(hand_made_preset(), hand_made_results(), PAPER), hand_made_bootstrap())
-    verdicts.write(hand_made, hand_made_preset(), tmp_path / "first")
-    verdicts.write(again, hand_made_preset(), tmp_path / "second")
+    no_worlds = pd.DataFrame(columns=list(verdicts.WORLD_COLUMNS))
+    verdicts.write(hand_made, hand_made_preset(), tmp_path / "first", no_worlds)
+    verdicts.write(again, hand_made_preset(), tmp_path / "second", no_worlds)
     for name in ("verdicts.md", "verdicts.csv", "verdicts.html"):
         assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PRESETS = ROOT / "workflow" / "config" / "presets"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile")]
 ONDARE = "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.001_k~1/seed~0"
+# The smoke precision study's cells (pure bf16), below qwen-s/regime~small-step-bf16/dpo/
+PRECISION_CELLS = ("adamw/beta~0.1", "ondare/beta~0.1_p~0.1_alpha~0.001_k~1", "ondare/beta~0.1_p~0.1_alpha~0_k~1")
 
 
 def snakemake(*args: str, cores: int = 2, workdir: Path = ROOT) -> subprocess.CompletedProcess:
@@ -48,17 +50,17 @@ def paper_jobs(*, train: int, merge: int, evaluate: int, figures: int) -> dict[s
 @pytest.mark.parametrize(
     "preset, expected",
     [
-        # 3 tokenizers/bases/SFTs, 56 trainings (6 of them the headline study's extra seeds), 21 offline merges, 80
-        # evaluated models (each also judged), and
-        # every table and figure
+        # 1 tokenizer, 3 bases/SFTs (qwen-s in two worlds, qwen-m), 91 trainings (48 of them the precision study's),
+        # 15 offline merges, 109 evaluated models (each also judged), and every table and figure
         (
             "toy",
-            {"toy_tokenizer": 2, "toy_base": 3, "toy_sft": 3, "train": 56, "merge": 21, "evaluate": 80, "judge": 80}
+            {"toy_tokenizer": 1, "toy_base": 3, "toy_sft": 3, "train": 91, "merge": 15, "evaluate": 109, "judge": 109}
             | {"tables": 1, "figures": 1, "verdicts": 1},
         ),
         # Table 1 block (13 trainings with the KL and EMA searches, 35 offline merges), Table 2, Figures 2 and 3,
         # and the interpolation curve; each evaluated model also answers and is judged on MT-Bench and AlpacaEval
-        ("qwen1.5-1.8b", paper_jobs(train=43, merge=39, evaluate=83, figures=1)),
+        # (Figures 2 and 3 also as published: 8 + 12 trainings, one of them shared)
+        ("qwen1.5-1.8b", paper_jobs(train=62, merge=39, evaluate=102, figures=1)),
         ("qwen1.5-7b", paper_jobs(train=25, merge=35, evaluate=61, figures=1)),
         ("llama-3-8b", paper_jobs(train=13, merge=35, evaluate=49, figures=1)),  # Table 1's block: training curves
     ],
@@ -169,9 +171,11 @@ def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
         "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/linear/weight~0.5",
         "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/dare/density~0.5_weight~0.5",
         "qwen-s/dpo/adamw/beta~0.1/seed~0/merge/ties/density~0.5_weight~0.5",
+        *(f"qwen-s/regime~small-step-bf16/dpo/{cell}/seed~0" for cell in PRECISION_CELLS),
     }
     per_model = table.groupby("path")["metric"].apply(set)
-    assert all({"benchmark_avg", "mt_bench", "alpacaeval2_lc", "gsm8k_acc"} <= metrics for metrics in per_model)
+    judged = {"benchmark_avg", "mt_bench", "mt_bench_content", "mt_bench_manner", "alpacaeval2_lc", "gsm8k_acc"}
+    assert all(judged <= metrics for metrics in per_model)
     reference = table[(table["path"] == "qwen-s/sft") & (table["metric"] == "alpacaeval2_lc")]
     assert reference["value"].item() == 50.0  # the reference against itself
     ondare = table[table["path"] == ONDARE].iloc[0]
@@ -185,6 +189,10 @@ def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
     assert all(
         {"loss", "rewards/margins", "rewards/accuracies", "grad_norm"} <= set(entry) for entry in record["history"]
     )
+    assert record["regime"]["kicks_per_entry"] == pytest.approx(4 * 0.1, rel=0.05)  # 4 steps at p = 0.1, drawn
+    bf16 = f"qwen-s/regime~small-step-bf16/dpo/{PRECISION_CELLS[0]}/seed~0"
+    regime = json.loads((smoke_run / "results" / "smoke" / bf16 / "training_log.json").read_text())["regime"]
+    assert 0 <= regime["survival"] < 1 and regime["drift"] > 0  # pure bf16 rounds some AdamW updates away
     again = snakemake("--config", "preset=smoke", workdir=smoke_run)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
@@ -193,8 +201,15 @@ def test_smoke_run_aggregates_every_model_and_then_has_nothing_to_do(smoke_run):
 @pytest.mark.slow
 def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     results_dir = smoke_run / "results" / "smoke"
-    expected = {f"{name}.{ext}" for name in ("table1", "table4", "tables5to7") for ext in ("md", "csv", "tex", "html")}
-    assert {path.name for path in (results_dir / "tables").iterdir()} == expected
+    names = ("precision", "judge", "table1", "table4", "tables5to7")
+    expected = {f"{name}.{ext}" for name in names for ext in ("md", "csv", "tex", "html")}
+    assert {path.name for path in (results_dir / "tables").iterdir()} == expected | {"regime.md", "regime.csv"}
+    assert (
+        "| `survival`: update entries that changed the stored weight |"
+        in (results_dir / "tables" / "regime.md").read_text()
+    )
+    precision = pd.read_csv(results_dir / "tables" / "precision.csv")
+    assert set(precision["group"]) == {"small-step-bf16"} and set(precision["row"]) == {"adamw", "ondare", "dropout"}
     results = pd.read_csv(results_dir / "results.csv")
     table4 = pd.read_csv(results_dir / "tables" / "table4.csv")
     ours = table4[(table4["row"] == "ondare") & (table4["column"] == "benchmark_avg")]["value"].item()
@@ -207,6 +222,8 @@ def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     assert ondare["low"] <= ondare["value"] <= ondare["high"]  # its paired interval, from the items files
     verdicts = pd.read_csv(results_dir / "verdicts.csv").groupby("claim")["verdict"].first()
     assert verdicts["C1"] == "not planned" and verdicts["C3"] in ("supported", "contradicted", "inconclusive")
+    assert verdicts["C10"] in ("supported", "contradicted", "inconclusive")
+    assert (results_dir / "verdicts_worlds.csv").is_file()  # one world here, so no rows
     assert "C3" in (results_dir / "verdicts.md").read_text()
     cells = pd.read_csv(results_dir / "provenance" / "cells.csv")
     assert set(cells["path"]) == set(results["path"])
@@ -214,12 +231,16 @@ def test_smoke_run_makes_the_tables_the_provenance_and_the_report(smoke_run):
     environment = json.loads((results_dir / "provenance" / "environment.json").read_text())
     assert environment["packages"]["trl"] == "1.16.0" and environment["preset"]["name"] == "smoke"
     assert (results_dir / "figures" / "curves_table1.png").read_bytes().startswith(b"\x89PNG")  # no paper figure
-    assert [path.name for path in (results_dir / "figures").iterdir()] == ["curves_table1.png"]
+    assert sorted(path.name for path in (results_dir / "figures").iterdir()) == [
+        "curves_precision.png",
+        "curves_table1.png",
+    ]
     report = smoke_run / "report.html"
     made = snakemake("--report", str(report), "--config", "preset=smoke", workdir=smoke_run)
     assert made.returncode == 0, made.stderr[-3000:]
     page = report.read_text()
-    names = ("table1.html", "table4.html", "tables5to7.html", "provenance.html", "verdicts.html", "curves_table1.png")
+    names = ("precision.html", "judge.html", "table1.html", "table4.html", "tables5to7.html", "provenance.html")
+    names += ("verdicts.html", "curves_table1.png")
     assert all(name in page for name in names)
     assert "differences against AdamW" in page  # a caption from workflow/report/
 

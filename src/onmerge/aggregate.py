@@ -33,6 +33,12 @@ PAPER_COLUMNS: dict[str, str] = {
 }
 CATEGORIES = tuple(dict.fromkeys(PAPER_COLUMNS.values()))
 JUDGED = ("mt_bench", "alpacaeval2_lc")  # MT-Bench on its 1-10 scale, AlpacaEval 2.0 LC win rate in percent
+# The toy judge's components (onmerge.toyworld.judge), each the mean over the judge prompts of one answer's points on
+# the judge's scale, so that mt_bench = 1 + content + language + manner: content 0-5 (the answer is right, read
+# leniently), language 0-1 (in the language asked for), manner 0-3 (the helpful manner). Toy AlpacaEval judges the
+# same answers (its per-prompt points are in alpacaeval.json), so these are the components of both judged
+# benchmarks. Paper presets' judges give one score: their models have no rows for these metrics.
+JUDGE_COMPONENTS = ("mt_bench_content", "mt_bench_language", "mt_bench_manner")
 # Beside <model>/eval/metrics.json: the judged benchmarks' scores (the toy world writes only alpacaeval.json).
 JUDGED_FILES = ("mt_bench.json", "alpacaeval.json")
 
@@ -71,11 +77,11 @@ def _estimates(document: Mapping) -> dict[str, tuple[float, float]]:
 def results_table(root: Path, models: list[str], paper_metrics: Mapping[str, str]) -> pd.DataFrame:
     """One tidy row per (model, metric): the model's identity (onmerge.grid), the value and its standard error.
 
-    `paper_metrics` renames the evaluation's metrics to the paper's columns (PAPER_COLUMNS, JUDGED); benchmark
-    columns become percent, as the paper prints them; metrics it does not name keep their own name and unit. The
-    categories and `benchmark_avg` follow the paper's rule above when a model has all 14 columns. Reads
-    `<model>/eval/metrics.json` and, where the judges ran, the JUDGED_FILES beside it; a model without its
-    evaluation is an error, never a gap.
+    `paper_metrics` renames the evaluation's metrics to the paper's columns (PAPER_COLUMNS, JUDGED, and the toy
+    judge's JUDGE_COMPONENTS); benchmark columns become percent, as the paper prints them; metrics it does not name
+    keep their own name and unit. The categories and `benchmark_avg` follow the paper's rule above when a model has
+    all 14 columns. Reads `<model>/eval/metrics.json` and, where the judges ran, the JUDGED_FILES beside it; a model
+    without its evaluation is an error, never a gap.
     """
     from onmerge.grid import describe, parse
 

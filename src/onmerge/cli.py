@@ -322,13 +322,17 @@ def _failures(args: argparse.Namespace) -> None:
 
 
 def _tables(args: argparse.Namespace) -> None:
-    from onmerge import tables
+    from onmerge import regime, tables
+    from onmerge.atomic import write_text
     from onmerge.config import load_preset
 
     preset = load_preset(args.preset)
     built = tables.build(tables.Results.read(args.results), preset, args.paper, _bootstrap(args.root, args.world))
     tables.write(built, preset, args.out_dir)
-    print(f"{', '.join(built)} -> {args.out_dir}")
+    frame = regime.regime_table(preset, args.root, regime.table_studies(preset))
+    write_text(args.out_dir / "regime.md", regime.regime_markdown(frame))
+    write_text(args.out_dir / "regime.csv", frame.to_csv())
+    print(f"{', '.join(built)}, regime -> {args.out_dir}")
 
 
 def _verdicts(args: argparse.Namespace) -> None:
@@ -338,8 +342,9 @@ def _verdicts(args: argparse.Namespace) -> None:
 
     preset = load_preset(args.preset)
     context = verdicts.Context(preset, Results.read(args.results), args.paper)
-    frame = verdicts.verdicts(context, _bootstrap(args.root, args.world))
-    verdicts.write(frame, preset, args.out_dir)
+    bootstrap = _bootstrap(args.root, args.world)
+    frame = verdicts.verdicts(context, bootstrap)
+    verdicts.write(frame, preset, args.out_dir, verdicts.between_worlds(context, bootstrap))
     for claim, records in frame.groupby("claim", sort=False):
         print(f"{claim}: {records['verdict'].iloc[0]}")
 

@@ -8,6 +8,7 @@ line per value, in shades of its colour. A cell without a training log is left o
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,8 +21,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from onmerge.figures import FIGSIZE_WIDTH, STYLES, footer, legend_entries, missing_note, save_png
-from onmerge.grid import PATH_KEYS, TrainCell
-from onmerge.tables import LABELS, Candidate, backbone_title, row_candidates
+from onmerge.grid import PATH_KEYS, TrainCell, study_regimes
+from onmerge.tables import LABELS, Candidate, backbone_title, regime_title, row_candidates, row_label
 
 LOG = "training_log.json"  # beside a training cell's model folder
 PREFIX = "curves_"
@@ -69,28 +70,29 @@ class Curve:
 
 
 def study_curves(preset: Mapping[str, Any], study_name: str) -> list[tuple[str, str, list[Curve]]]:
-    """(backbone, loss, its curves) for each backbone and loss the study trains, in the study's order."""
+    """(panel title, loss, its curves) for each backbone, regime and loss the study trains, in the study's order."""
     study = preset["studies"][study_name]
     panels = []
-    for backbone in study["backbones"]:
+    for backbone, regime in itertools.product(study["backbones"], study_regimes(study)):
+        title = backbone_title(preset, backbone) + ("" if regime is None else f", {regime_title(preset, regime)}")
         for loss in study.get("losses", ["dpo"]):
             curves = []
             for row in study["methods"]:
-                candidates = row_candidates(preset, study, backbone, loss, row)
+                candidates = row_candidates(preset, study, backbone, loss, row, regime)
                 curves += [
-                    Curve(row, _label(row, candidate, candidates), candidate, i, len(candidates))
+                    Curve(row, _label(preset, row, candidate, candidates), candidate, i, len(candidates))
                     for i, candidate in enumerate(candidates)
                 ]
-            panels.append((backbone, loss, curves))
+            panels.append((title, loss, curves))
     return panels
 
 
-def _label(row: str, candidate: Candidate, candidates: list[Candidate]) -> str:
+def _label(preset: Mapping[str, Any], row: str, candidate: Candidate, candidates: list[Candidate]) -> str:
     """The row's name, and the hyper-parameters that tell its settings apart (`OnDARE p=0.01`)."""
     settings = [dict(cells[0].params) for cells in candidates]
     differing = [name for name in settings[0] if len({setting[name] for setting in settings}) > 1]
     own = dict(candidate[0].params)
-    return " ".join([LABELS.get(row, row), *(f"{PATH_KEYS[name]}={own[name]:g}" for name in differing)])
+    return " ".join([row_label(preset, row), *(f"{PATH_KEYS[name]}={own[name]:g}" for name in differing)])
 
 
 def read_history(root: Path, cell: TrainCell) -> list[dict[str, float]] | None:
@@ -108,7 +110,10 @@ def points(histories: list[list[dict[str, float]]], metric: str) -> list[tuple[i
 
 def _color(preset: Mapping[str, Any], curve: Curve) -> tuple[float, float, float]:
     """The row's colour (by name, else by its method), lighter for a method's earlier settings."""
-    base = to_rgb(COLORS.get(curve.row, COLORS.get(preset["methods"][curve.row]["method"], "tab:red")))
+    setting = preset["methods"][curve.row]
+    unmerged = setting["method"] == "ondare" and setting.get("alpha") == 0  # update dropout: ChildTuning's grey
+    kind = "childtuning" if unmerged else setting["method"].removesuffix("-published")
+    base = to_rgb(COLORS.get(curve.row, COLORS.get(kind, "tab:red")))
     lighten = 0.6 * (1 - curve.shade / (curve.shades - 1)) if curve.shades > 1 else 0.0
     return tuple(channel + (1 - channel) * lighten for channel in base)
 
@@ -136,8 +141,8 @@ def draw(root: Path, preset: Mapping[str, Any], name: str, out: Path) -> list[st
     figure.suptitle(f"Training curves of study {study_name}, preset {preset['name']}", fontsize=12)
     rows = figure.subfigures(len(panels), 1, squeeze=False)[:, 0]
     missing, handles, seeds = [], {}, set()
-    for row, (backbone, loss, curves) in zip(rows, panels, strict=True):
-        row.suptitle(f"{backbone_title(preset, backbone)}, {LABELS.get(loss, loss)}", fontsize=11)
+    for row, (title, loss, curves) in zip(rows, panels, strict=True):
+        row.suptitle(f"{title}, {LABELS.get(loss, loss)}", fontsize=11)
         drawn = []
         for curve in curves:
             histories = [read_history(root, cell) for cell in curve.cells]

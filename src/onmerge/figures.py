@@ -30,6 +30,7 @@ from onmerge.tables import (
     backbone_title,
     choose,
     row_candidates,
+    row_label,
     select_by,
     setting_of,
 )
@@ -142,7 +143,7 @@ def sweep_series(results: Results, preset: Mapping[str, Any], name: str, backbon
             missing += lacking
             if estimate is not None:
                 points.append((x, estimate))
-        lines.append(Series(LABELS.get(method, method), points, missing))
+        lines.append(Series(row_label(preset, method), points, missing))
     return lines
 
 
@@ -282,7 +283,7 @@ def _draw_sweep(results: Results, preset: Mapping[str, Any], name: str, figure: 
     study = preset["studies"][name]
     (param,) = study["vary"]
     values = sorted(float(value) for value in study["vary"][param])
-    methods = " and ".join(LABELS.get(method, method) for method in study["methods"])
+    methods = ", ".join(row_label(preset, method) for method in study["methods"])
     figure.suptitle(
         f"{FIGURE_TITLES[name]}: {methods} against the {VARIED.get(param, param)} (DPO), preset {preset['name']}",
         fontsize=12,

@@ -6,12 +6,16 @@ Under `results/<preset>/`:
     <backbone>/base                                           the pre-trained model
     <backbone>/sft                                            the SFT model: reference and starting point
     <backbone>/<loss>/<method>/<params>/seed~<seed>           an RLHF training cell
+    <backbone>/regime~<name>/<loss>/<method>/<params>/seed~<seed>
+                                                              one trained with a named regime's trainer settings
     <training cell>/merge/<linear|dare|ties>/<params>         an offline merge of that cell with its SFT model
 
 each holding `model/` and `eval/`. `<params>` lists the method's own hyper-parameters as `key~value` pairs joined by
 `_`, always all of them and in a fixed order (e.g. `beta~0.1_p~0.01_alpha~2e-05_k~1`), so every cell has one path.
 Trainer settings every cell shares (epochs, batch size, ...) are not in the path; the workflow passes them as rule
-params, so changing one reruns the cells it touches.
+params, so changing one reruns the cells it touches. A study that trains with other settings (the precision study's
+small steps in fp32 and pure bf16) names a *regime*, a named set of overrides of the preset's `training`, and its cells
+live under `regime~<name>/`, apart from the cells trained with the preset's own settings.
 
 This module imports nothing heavy: Snakemake reads it while it parses the workflow.
 """
@@ -42,13 +46,22 @@ MERGES = ("linear", "dare", "ties")
 ROLES = ("base", "sft")
 
 # Each method's hyper-parameters, in path order; beta is DPO's, the rest the optimizer's (or LoRA's).
+_ONLINE_PARAMS = ("beta", "reserve_p", "alpha", "merge_every")
 METHOD_PARAMS: dict[str, tuple[str, ...]] = {
     "adamw": ("beta",),
     "lora": ("beta", "lora_rank", "learning_rate"),
     "ema": ("beta", "ema_decay"),
     "childtuning": ("beta", "reserve_p"),
-    "ondare": ("beta", "reserve_p", "alpha", "merge_every"),
-    "onties": ("beta", "reserve_p", "alpha", "merge_every"),
+    "ondare": _ONLINE_PARAMS,
+    "onties": _ONLINE_PARAMS,
+    # The published code's behaviour where ours fixes it (PAPER.md section 2): step-K updates only the first tensors
+    # between merges, and OnTIES keeps a tensor with reserve_p * numel < 1 dense. For Figures 2 and 3 "as published".
+    "ondare-published": _ONLINE_PARAMS,
+    "onties-published": _ONLINE_PARAMS,
+}
+# The optimizer each method kind trains with, and whether with the published code's semantics.
+OPTIMIZER_OF_METHOD = {
+    method: (method.removesuffix("-published"), method.endswith("-published")) for method in METHOD_PARAMS
 }
 MERGE_PARAMS: dict[str, tuple[str, ...]] = {
     "linear": ("weight",),
@@ -71,6 +84,8 @@ INTEGER_PARAMS = frozenset({"merge_every", "lora_rank"})
 # Trainer settings among the methods' hyper-parameters: taken from the preset's `training` section unless a method
 # (or a sweep) sets its own, and passed to the trainer rather than to the optimizer.
 SHARED_FROM_TRAINING = ("beta", "learning_rate")
+# Trainer settings that size a training job (its devices, time and memory): one value per preset, not per regime.
+PER_PRESET_RESOURCES = frozenset({"gpus", "runtime_minutes", "mem_mb"})
 
 Params = tuple[tuple[str, float | int], ...]
 
@@ -89,17 +104,20 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class TrainCell:
-    """One RLHF run: an SFT model trained on the preference data with one method and its hyper-parameters."""
+    """One RLHF run: an SFT model trained on the preference data with one method and its hyper-parameters, with the
+    preset's trainer settings or, given `regime`, with that regime's."""
 
     backbone: str
     loss: str
     method: str
     params: Params
     seed: int
+    regime: str | None = None
 
     @property
     def path(self) -> str:
-        return f"{self.backbone}/{self.loss}/{self.method}/{format_params(self.params)}/seed~{self.seed}"
+        regime = "" if self.regime is None else f"regime~{self.regime}/"
+        return f"{self.backbone}/{regime}{self.loss}/{self.method}/{format_params(self.params)}/seed~{self.seed}"
 
     @property
     def hyperparameters(self) -> dict[str, float | int]:
@@ -174,6 +192,11 @@ def parse(path: str) -> Model:
         raise ValueError(f"{path!r}: {parts[0]!r} is not a backbone name (letters, digits, '.', '_', '-')")
     if len(parts) == 2 and parts[1] in ROLES:
         return Checkpoint(parts[0], parts[1])
+    regime = None
+    if len(parts) > 1 and parts[1].startswith("regime~"):
+        regime = parts.pop(1).removeprefix("regime~")
+        if not re.match(NAME_PATTERN, regime):
+            raise ValueError(f"{path!r}: {regime!r} is not a regime name (letters, digits, '.', '_', '-')")
     if len(parts) not in (5, 8) or (len(parts) == 8 and parts[5] != "merge"):
         raise ValueError(f"{path!r} is not a model path (see onmerge.grid)")
     backbone, loss, method, params, seed = parts[:5]
@@ -181,7 +204,8 @@ def parse(path: str) -> Model:
         raise ValueError(f"{path!r}: unknown loss {loss!r} (one of {', '.join(LOSSES)})")
     if method not in METHOD_PARAMS:
         raise ValueError(f"{path!r}: unknown method {method!r} (one of {', '.join(METHOD_PARAMS)})")
-    cell = TrainCell(backbone, loss, method, parse_params(params, METHOD_PARAMS[method], path), _seed(seed, path))
+    hyper = parse_params(params, METHOD_PARAMS[method], path)
+    cell = TrainCell(backbone, loss, method, hyper, _seed(seed, path), regime)
     if len(parts) == 5:
         return cell
     merge = parts[6]
@@ -210,10 +234,15 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
     """
     toy = "world" in preset
     for name, backbone in preset["backbones"].items():
-        if toy and toy_backbones is not None and name not in toy_backbones:
-            raise ValueError(f"backbones.{name}: a toy world builds only {', '.join(sorted(toy_backbones))}")
+        builds = toy_backbone(preset, name)
+        if toy and toy_backbones is not None and builds not in toy_backbones:
+            where = f"backbones.{name}" + (".builds" if "builds" in backbone else "")
+            raise ValueError(f"{where}: a toy world builds only {', '.join(sorted(toy_backbones))}")
         if toy and {"base", "sft"} & set(backbone):
             raise ValueError(f"backbones.{name}: a toy preset builds its models; base and sft are for paper presets")
+        for key in ("builds", "seed"):
+            if not toy and key in backbone:
+                raise ValueError(f"backbones.{name}.{key}: only a toy backbone is built, from a seed")
         for role in ROLES:
             if not toy and role not in backbone:
                 raise ValueError(f"backbones.{name}.{role}: a paper preset needs a local folder or hub id")
@@ -224,7 +253,7 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
             raise ValueError(f"{section}: a paper preset needs this section")
     for name, row in preset["methods"].items():
         allowed = set(METHOD_PARAMS[row["method"]])
-        for param in set(row) - {"method", "search"}:
+        for param in set(row) - {"method", "search", "label"}:
             if param not in allowed:
                 raise ValueError(f"methods.{name}.{param}: {row['method']} has no such hyper-parameter")
         for param in METHOD_PARAMS[row["method"]]:
@@ -237,6 +266,9 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
         raise ValueError(f"offline.source: {preset['offline']['source']!r} is not one of the methods")
     for study_name, study in preset["studies"].items():
         where = f"studies.{study_name}"
+        for regime in study.get("regimes", ()):
+            if regime not in preset.get("regimes", {}):
+                raise ValueError(f"{where}.regimes: {regime!r} is not one of the preset's regimes")
         for backbone in study["backbones"]:
             if backbone not in preset["backbones"]:
                 raise ValueError(f"{where}.backbones: {backbone!r} is not one of the preset's backbones")
@@ -251,7 +283,11 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
             hyperparameters.check(name, value)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
-    _check_batch(preset["training"])
+    _check_batch("training", preset["training"])
+    for regime, overrides in preset.get("regimes", {}).items():
+        for key in PER_PRESET_RESOURCES & set(overrides):
+            raise ValueError(f"regimes.{regime}.{key}: a job's resources are the preset's (training.{key})")
+        _check_batch(f"regimes.{regime}", training_of(preset, regime))
     if preset["training"].get("trainer"):
         from onmerge import trainer_config  # imports trl: only for a preset that passes trainer fields
 
@@ -263,6 +299,12 @@ def _set_values(preset: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
     against the range its optimizer or trainer accepts (`onmerge.hyperparameters`), before any job."""
     for param in SHARED_FROM_TRAINING:
         yield f"training.{param}", param, preset["training"][param]
+    for regime, overrides in preset.get("regimes", {}).items():
+        yield from (
+            (f"regimes.{regime}.{param}", param, overrides[param])
+            for param in SHARED_FROM_TRAINING
+            if param in overrides
+        )
     for name, row in preset["methods"].items():
         yield from (
             (f"methods.{name}.{param}", param, row[param]) for param in METHOD_PARAMS[row["method"]] if param in row
@@ -281,29 +323,58 @@ def _set_values(preset: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
         yield from ((f"offline.{merge}.{key}.{i}", param, value) for i, value in enumerate(offline[merge][key]))
 
 
-def _check_batch(training: Mapping[str, Any]) -> None:
+def _check_batch(where: str, training: Mapping[str, Any]) -> None:
     """The global batch must split over the cell's processes (one, or one per GPU under FSDP) as the trainer will."""
     processes = max(1, training.get("gpus", 0))
     try:
         hyperparameters.split_batch(training["batch_size"], training.get("per_device_batch_size"), processes)
     except ValueError as error:
-        raise ValueError(f"training.batch_size: {error}") from None
+        raise ValueError(f"{where}.batch_size: {error}") from None
+
+
+def training_of(preset: Mapping[str, Any], regime: str | None) -> dict[str, Any]:
+    """The trainer settings of a regime's cells: the preset's `training`, with the regime's overrides."""
+    return dict(preset["training"]) | (preset["regimes"][regime] if regime is not None else {})
+
+
+def toy_backbone(preset: Mapping[str, Any], name: str) -> str:
+    """Which toy backbone (onmerge.toyworld.backbones) a toy preset's backbone builds: its `builds`, or its name."""
+    return preset["backbones"][name].get("builds", name)
+
+
+def backbone_seed(preset: Mapping[str, Any], name: str) -> int:
+    """The seed a toy backbone's base and SFT models are trained from: its own `seed`, or the world's. Another seed
+    rebuilds the same backbone as a second world would (what a CPU of another kind also does: its floats differ)."""
+    return preset["backbones"][name].get("seed", preset["world"]["seed"])
 
 
 def method_cells(
-    preset: Mapping[str, Any], name: str, backbone: str, loss: str, seed: int, vary: Mapping | None = None
+    preset: Mapping[str, Any],
+    name: str,
+    backbone: str,
+    loss: str,
+    seed: int,
+    vary: Mapping | None = None,
+    regime: str | None = None,
 ) -> list[TrainCell]:
-    """The training cells of one method row: its setting, each searched value, and `vary`'s values if given."""
+    """The training cells of one method row: its setting, each searched value, and `vary`'s values if given; with
+    the preset's trainer settings, or a regime's."""
     row = preset["methods"][name]
     method = row["method"]
-    base = {param: row.get(param, preset["training"].get(param)) for param in METHOD_PARAMS[method]}
+    training = training_of(preset, regime)
+    base = {param: row.get(param, training.get(param)) for param in METHOD_PARAMS[method]}
     sweeps = {**row.get("search", {}), **(vary or {})}
     cells = []
     for values in itertools.product(*sweeps.values()):
         setting = {**base, **dict(zip(sweeps, values, strict=True))}
         params = tuple((param, _typed(param, setting[param])) for param in METHOD_PARAMS[method])
-        cells.append(TrainCell(backbone, loss, method, params, seed))
+        cells.append(TrainCell(backbone, loss, method, params, seed, regime))
     return cells
+
+
+def study_regimes(study: Mapping[str, Any]) -> list[str | None]:
+    """The regimes a study trains with; None is the preset's own `training`."""
+    return list(study.get("regimes", [None]))
 
 
 def study_models(preset: Mapping[str, Any], study_name: str) -> list[Model]:
@@ -313,8 +384,9 @@ def study_models(preset: Mapping[str, Any], study_name: str) -> list[Model]:
     models: dict[str, Model] = {}
     for backbone in study["backbones"]:
         models[f"{backbone}/sft"] = Checkpoint(backbone, "sft")
-        for loss, method, seed in itertools.product(study.get("losses", ["dpo"]), study["methods"], seeds):
-            for cell in method_cells(preset, method, backbone, loss, seed, study.get("vary")):
+        combinations = itertools.product(study_regimes(study), study.get("losses", ["dpo"]), study["methods"], seeds)
+        for regime, loss, method, seed in combinations:
+            for cell in method_cells(preset, method, backbone, loss, seed, study.get("vary"), regime):
                 models.setdefault(cell.path, cell)
                 for merge in _interpolations(cell, study.get("interpolate", ())):
                     models.setdefault(merge.path, merge)
@@ -368,7 +440,7 @@ def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, d
 
     These are the training rule's params, so a change to any of them reruns exactly the cells it concerns.
     """
-    shared = preset["training"]
+    shared = training_of(preset, cell.regime)
     hyper = cell.hyperparameters
     training = {
         "loss": cell.loss,
@@ -384,9 +456,10 @@ def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, d
         "seed": cell.seed,
         "trainer": shared.get("trainer", {}),  # trl config fields, passed on unchanged (onmerge.trainer_config)
     }
-    optimizer = {"name": cell.method} | {
-        name: value for name, value in hyper.items() if name not in SHARED_FROM_TRAINING
-    }
+    name, published = OPTIMIZER_OF_METHOD[cell.method]
+    optimizer = {"name": name} | {param: value for param, value in hyper.items() if param not in SHARED_FROM_TRAINING}
+    if published:
+        optimizer["published_semantics"] = True
     return {"training": training, "optimizer": optimizer}
 
 
@@ -396,6 +469,8 @@ def describe(model: Model) -> dict[str, Any]:
         return {"backbone": model.backbone, "model": model.role}
     cell = model.source if isinstance(model, MergeCell) else model
     row = {"backbone": cell.backbone, "model": "trained", "loss": cell.loss, "method": cell.method, "seed": cell.seed}
+    if cell.regime is not None:
+        row["regime"] = cell.regime
     row |= cell.hyperparameters
     if isinstance(model, MergeCell):
         row |= {"model": "merged", "merge": model.merge} | {f"merge_{k}": v for k, v in model.params}

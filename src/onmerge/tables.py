@@ -18,8 +18,17 @@ from typing import Any
 
 import pandas as pd
 
-from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS, mean_with_stderr
-from onmerge.grid import MERGES, Checkpoint, Model, method_cells, offline_merges, seed_replicates
+from onmerge.aggregate import CATEGORIES, JUDGE_COMPONENTS, JUDGED, PAPER_COLUMNS, mean_with_stderr
+from onmerge.grid import (
+    MERGES,
+    Checkpoint,
+    MergeCell,
+    Model,
+    method_cells,
+    offline_merges,
+    seed_replicates,
+    study_regimes,
+)
 from onmerge.paired import PairedBootstrap
 
 SELECT_BY = "benchmark_avg"  # the paper keeps the "best" searched setting without naming the metric
@@ -76,6 +85,11 @@ LABELS = {
     "ipo": "IPO",
     "kto": "KTO",
     **{row.name: row.label for row in MAIN_ROWS},
+    "mt_bench_content": "content (0-5)",
+    "mt_bench_language": "language (0-1)",
+    "mt_bench_manner": "manner (0-3)",
+    "ondare-published": "OnDARE (as published)",
+    "onties-published": "OnTIES (as published)",
 }
 GROUP_LABELS = {
     "baseline": "Baseline",
@@ -87,6 +101,9 @@ GROUP_LABELS = {
 DIGITS = {column: 2 for column in (*PAPER_COLUMNS, *JUDGED)} | {column: 1 for column in (*CATEGORIES, "benchmark_avg")}
 
 MAIN_COLUMNS = (*CATEGORIES, "benchmark_avg", *JUDGED)
+# The toy judge's table: its total, its parts (content 0-5, language 0-1, manner 0-3) and the tax's measure.
+JUDGE_COLUMNS = ("mt_bench", *JUDGE_COMPONENTS, "benchmark_avg")
+JUDGE_STUDIES = ("interpolation", "precision")
 SWEEP_COLUMNS = ("benchmark_avg", "mt_bench")
 TITLES = {
     "table1": "Table 1: differences against AdamW (DPO)",
@@ -94,8 +111,11 @@ TITLES = {
     "tables5to7": "Tables 5-7: the 14 benchmark columns (DPO)",
     "table2": "Table 2: OnDARE merging weight alpha",
     "table3": "Table 3: RLHF algorithms",
+    "precision": "Precision study: the optimizers at a paper-like step size, fp32 and pure bf16 (DPO), against AdamW",
+    "judge": "The toy judge's components: where the reward comes from, and what it costs",
 }
 STUDY_OF_TABLE = {
+    "precision": "precision",
     "table1": "table1",
     "table4": "table1",
     "tables5to7": "table1",
@@ -123,8 +143,12 @@ def backbone_title(preset: Mapping[str, Any], backbone: str) -> str:
 
 
 def table_names(preset: Mapping[str, Any]) -> list[str]:
-    """The tables a preset's studies make (the main tables need study `table1`, Table 2 `table2`, ...)."""
-    return [name for name, study in STUDY_OF_TABLE.items() if study in preset["studies"]]
+    """The tables a preset's studies make (the main tables need study `table1`, Table 2 `table2`, ...; the toy
+    judge's components need the precision or the interpolation study)."""
+    names = [name for name, study in STUDY_OF_TABLE.items() if study in preset["studies"]]
+    if "world" in preset and set(JUDGE_STUDIES) & set(preset["studies"]):
+        names.append("judge")
+    return names
 
 
 @dataclass(frozen=True)
@@ -173,11 +197,24 @@ def setting_of(candidate: Candidate) -> str:
     return ", ".join(f"{name}={value:g}" for name, value in model.params)
 
 
-def row_candidates(preset: Mapping[str, Any], study: Mapping[str, Any], backbone: str, loss: str, row: str):
-    """The settings a row of a study covers (each a model per seed), or None if the study does not run the row.
+def row_label(preset: Mapping[str, Any], row: str) -> str:
+    """A row's name in tables, figures and verdicts: the method row's `label`, else the paper's name for it."""
+    return preset["methods"].get(row, {}).get("label") or LABELS.get(row, row)
 
-    A trained row has every seed the preset plans for its setting (a study with more seeds, e.g. the headline
-    study, adds them to the same cell's row elsewhere); an offline merge has its study's seeds."""
+
+def row_candidates(
+    preset: Mapping[str, Any],
+    study: Mapping[str, Any],
+    backbone: str,
+    loss: str,
+    row: str,
+    regime: str | None = None,
+):
+    """The settings a row of a study covers (each a model per seed), or None if the study does not run the row;
+    trained with the preset's trainer settings, or with `regime`'s.
+
+    A trained row has every seed the preset plans for its setting (a study with more seeds adds them to the same
+    cell's row elsewhere); an offline merge has its study's seeds."""
     seeds = study.get("seeds", preset["seeds"])
     if row == "reference":
         return [(Checkpoint(backbone, "sft"),)]
@@ -196,9 +233,8 @@ def row_candidates(preset: Mapping[str, Any], study: Mapping[str, Any], backbone
         return list(zip(*per_seed, strict=True))
     if row not in study["methods"]:
         return None
-    return [
-        seed_replicates(preset, cell) for cell in method_cells(preset, row, backbone, loss, seeds[0], study.get("vary"))
-    ]
+    cells = method_cells(preset, row, backbone, loss, seeds[0], study.get("vary"), regime)
+    return [seed_replicates(preset, cell) for cell in cells]
 
 
 def choose(results: Results, candidates: list[Candidate], select_by: str) -> tuple[Candidate | None, list[str]]:
@@ -288,21 +324,25 @@ def main_table(results: Results, preset: Mapping[str, Any], table: str, columns:
     return pd.DataFrame(records)
 
 
-def differences(table4: pd.DataFrame, bootstrap: PairedBootstrap | None) -> pd.DataFrame:
+def differences(
+    table4: pd.DataFrame, bootstrap: PairedBootstrap | None, table: str = "table1", within: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Table 1: every row of Table 4 as its difference from AdamW; AdamW itself stays absolute, as the paper prints.
+    (The precision table: each row against the AdamW of its regime, `within=("group",)`.)
 
     Each difference comes with its 95% paired bootstrap interval (`onmerge.paired`: the same items for both rows,
     each row's seeds resampled) and is `significant` where the interval excludes zero; the published table
     (`bootstrap` None) has values only.
     """
     frame = table4.copy()
-    frame["table"] = "table1"
+    frame["table"] = table
     frame.loc[frame["row"] != "adamw", "stderr"] = math.nan  # a difference has its paired interval instead
-    adamw = frame[frame["row"] == "adamw"].set_index(["backbone", "column"])
+    key = ["backbone", *within, "column"]
+    adamw = frame[frame["row"] == "adamw"].set_index(key)
     for index, record in frame.iterrows():
         if record["row"] == "adamw" or record["status"] == NOT_RUN:
             continue
-        base = adamw.loc[(record["backbone"], record["column"])]
+        base = adamw.loc[tuple(record[k] for k in key)]
         if base["status"] != OK or record["status"] != OK:
             frame.loc[index, ["value", "seed_sd"]] = math.nan
             frame.loc[index, "status"] = MISSING
@@ -317,6 +357,82 @@ def differences(table4: pd.DataFrame, bootstrap: PairedBootstrap | None) -> pd.D
             frame.loc[index, ["low", "high"]] = estimate.low, estimate.high
             frame.loc[index, "significant"] = estimate.low > 0 or estimate.high < 0
     return frame
+
+
+def precision_table(results: Results, preset: Mapping[str, Any], bootstrap: PairedBootstrap) -> pd.DataFrame:
+    """The precision study: per backbone (world) and regime (fp32, pure bf16), its AdamW row absolute and every other
+    row as its paired difference from that AdamW."""
+    study = preset["studies"]["precision"]
+    records = []
+    for backbone, regime, row in itertools.product(study["backbones"], study_regimes(study), study["methods"]):
+        candidates = row_candidates(preset, study, backbone, "dpo", row, regime)
+        label = row_label(preset, row)
+        group = regime or "training"
+        records += _row_records(
+            results, "precision", backbone, group, row, label, candidates, MAIN_COLUMNS, select_by(preset)
+        )
+    return differences(pd.DataFrame(records), bootstrap, "precision", within=("group",))
+
+
+def judge_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
+    """The toy judge's total beside its components and the Benchmark Avg.: along the interpolation curve (SFT ->
+    AdamW), and for the precision study's rows. The world's manner channel costs no content by construction, so a
+    fall in content or Benchmark Avg. here is a tax that training pays, not one the judge imposes."""
+    records = []
+    studies = preset["studies"]
+    if "interpolation" in studies:
+        study = studies["interpolation"]
+        seeds = study.get("seeds", preset["seeds"])
+        for backbone, method in itertools.product(study["backbones"], study["methods"]):
+            label = row_label(preset, method)
+            for candidate in row_candidates(preset, study, backbone, "dpo", method) or []:
+                cells = tuple(cell for cell in candidate if cell.seed in seeds)  # the seeds the study merges
+                points = [("reference", "SFT (w = 0)", [(Checkpoint(backbone, "sft"),)])]
+                points += [
+                    (
+                        f"w{w:g}",
+                        f"linear merge, w = {w:g}",
+                        [tuple(MergeCell(c, "linear", (("weight", float(w)),)) for c in cells)],
+                    )
+                    for w in study["interpolate"]
+                ]
+                points.append((method, f"{label} (w = 1)", [cells]))
+                for row, row_text, candidates in points:
+                    records += _row_records(
+                        results, "judge", backbone, "interpolation", row, row_text, candidates, JUDGE_COLUMNS, SELECT_BY
+                    )
+    if "precision" in studies:
+        study = studies["precision"]
+        for backbone, regime, row in itertools.product(study["backbones"], study_regimes(study), study["methods"]):
+            candidates = row_candidates(preset, study, backbone, "dpo", row, regime)
+            records += _row_records(
+                results,
+                "judge",
+                backbone,
+                regime or "training",
+                row,
+                row_label(preset, row),
+                candidates,
+                JUDGE_COLUMNS,
+                SELECT_BY,
+            )
+    return pd.DataFrame(records)
+
+
+JUDGE_NOTE = (
+    "MT-Bench here is the toy judge's mean score, 1 + content + language + manner. Manner is a closing offer of help "
+    "after the answer (the bare answer on IFEval and tool calls), so it never displaces content: reward can rise "
+    "without tax. A content or Benchmark Avg. that falls as reward rises is a tax that training pays."
+)
+
+
+def regime_title(preset: Mapping[str, Any], regime: str) -> str:
+    """A regime (or `training`, the preset's own settings) as the tables name it: its name and what sets it apart,
+    e.g. `small-step-bf16 (lr 1.8e-05, pure bf16)`."""
+    settings = preset.get("regimes", {}).get(regime, {})
+    precision = "pure bf16" if settings.get("bf16", preset["training"].get("bf16")) else "fp32"
+    learning_rate = settings.get("learning_rate", preset["training"]["learning_rate"])
+    return f"{regime} (lr {learning_rate:g}, {precision})"
 
 
 def sweep_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
@@ -430,6 +546,10 @@ def build(
     """
     tables = {}
     names = table_names(preset)
+    if "precision" in names:
+        tables["precision"] = precision_table(results, preset, bootstrap)
+    if "judge" in names:
+        tables["judge"] = judge_table(results, preset)
     if "table4" in names:
         table4 = mark_ranks(main_table(results, preset, "table4", MAIN_COLUMNS))
         tables["table1"] = differences(table4, bootstrap)  # ranked as Table 4: the differences share AdamW's offset
@@ -441,6 +561,9 @@ def build(
         tables["table3"] = mark_ranks(algorithms_table(results, preset))
     built = {}
     for name, ours in tables.items():
+        if name not in PAPER_FILES:  # the paper has no such table
+            built[name] = (ours, ours.iloc[0:0])
+            continue
         paper = published(paper_dir, name)
         if "world" not in preset:
             ours = beside_published(ours, paper, preset)
@@ -459,6 +582,16 @@ DIFFERENCES_NOTE = (
     "Table 1: each row minus AdamW, with its 95% paired bootstrap interval in brackets (both rows scored on the same "
     "items, resampled together per column; each row's seeds resampled; onmerge.paired); † where the interval "
     "excludes zero. No correction for the many cells: see the verdicts for claims."
+)
+_MINUS_ADAMW = {"table1": "Table 1: each row minus AdamW", "precision": "Each row minus the AdamW of its regime"}
+PRECISION_NOTE = (
+    "The paper's claims are about its own regime, pure bf16 (the published fork trains bf16 weights without an fp32 "
+    "copy). OnDARE with alpha = 0 is OnDARE without the merge: OnDARE minus it is the merge's share of OnDARE's "
+    "effect, and the fp32 block shows what is left when no update rounds away. Each backbone block is one world."
+)
+EXPLORATORY_NOTE = (
+    "Exploratory: one seed per cell, so the uncertainties hold the items' noise only, not the training seed's; read "
+    "this table for its shape."
 )
 SEARCH_NOTE = "A searched row (KL, EMA, offline merges) reports its setting with the highest {select_by}: see Setting."
 
@@ -504,20 +637,27 @@ def cell_text(record: Mapping[str, Any], signed: bool, plus_minus: str = "±") -
 
 
 def _signed(table: str, row: str) -> bool:
-    return table == "table1" and row != "adamw"
+    return table in ("table1", "precision") and row != "adamw"
 
 
-def _grid(block: Layout, table: str, with_published: bool) -> tuple[list[str], list[list[tuple[str, int]]]]:
+def _grid(
+    block: Layout, table: str, with_published: bool, preset: Mapping[str, Any]
+) -> tuple[list[str], list[list[tuple[str, int]]]]:
     """Header and cells (text, rank) of one block, with `paper` and `Δ` lines under each row when asked."""
     has_setting = any(row["setting"].iloc[0] for row in block.rows)
-    lead_header = {"table2": ["Optimizer", "Setting"], "table3": ["Algorithm", "Optimizer"]}.get(
-        table, ["Group", "Method"]
-    )
+    lead_header = {
+        "table2": ["Optimizer", "Setting"],
+        "table3": ["Algorithm", "Optimizer"],
+        "precision": ["Regime", "Method"],
+        "judge": ["Study", "Model"],
+    }.get(table, ["Group", "Method"])
     header = [*lead_header, *(["Setting"] if has_setting else []), *(LABELS.get(c, c) for c in block.columns)]
     lines, previous_group = [], None
     for row in block.rows:
         first = row.iloc[0]
         group = GROUP_LABELS.get(first["group"], LABELS.get(first["group"], first["group"]))
+        if table in ("precision", "judge") and first["group"] != "interpolation":
+            group = regime_title(preset, first["group"])
         lead = [group if first["group"] != previous_group else "", first["label"]]
         previous_group = first["group"]
         setting = [first["setting"]] if has_setting else []
@@ -583,23 +723,30 @@ def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping
     toy = "world" in preset
     selected_by = LABELS[select_by(preset)]
     parts: list[Part] = [("heading", f"{TITLES[name]} — preset `{preset['name']}`")]
-    parts += [("bullet", line) for line in LEGEND]
-    if name == "table1":
-        parts.append(("bullet", DIFFERENCES_NOTE))
-    if name != "table2":
+    parts += [("bullet", line) for line in LEGEND if name not in ("precision", "judge") or line != LEGEND[1]]
+    if name in ("table1", "precision"):
+        parts.append(("bullet", DIFFERENCES_NOTE.replace("Table 1: each row minus AdamW", _MINUS_ADAMW[name])))
+    if name == "precision":
+        parts.append(("bullet", PRECISION_NOTE))
+    if name == "judge":
+        parts.append(("bullet", JUDGE_NOTE))
+    if name not in ("table2", "precision", "judge"):
         parts.append(("bullet", SEARCH_NOTE.format(select_by=selected_by)))
+    seeds = preset["studies"][STUDY_OF_TABLE[name]].get("seeds", preset["seeds"]) if name in STUDY_OF_TABLE else []
+    if len(seeds) == 1:
+        parts.append(("bullet", EXPLORATORY_NOTE))
     if not toy:
         parts.append(("bullet", "Under each row: the published value (↳ paper) and ours minus it (↳ Δ)."))
 
     def grids(frame: pd.DataFrame, with_published: bool, title_of) -> list[Grid]:
         return [
-            Grid(title_of(block.title), *_grid(block, name, with_published), len(block.columns))
+            Grid(title_of(block.title), *_grid(block, name, with_published, preset), len(block.columns))
             for block in _blocks(frame)
         ]
 
     parts += grids(ours, not toy, lambda backbone: backbone_title(preset, backbone))
     parts += [("bullet", note) for note in _notes(ours)]
-    if toy:
+    if toy and len(paper):
         parts.append(("heading", "The published table, for shape only (the paper's numbers, not this run's)"))
         parts += grids(_published_for_shape(paper, ours, preset), False, lambda b: _shape_title(preset, b))
     return parts

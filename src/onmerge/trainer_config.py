@@ -5,6 +5,12 @@ change. The mapping is checked before any job against trl's own dataclasses. A n
 closest ones. A field the pipeline sets from another preset key is refused naming that key, so each setting has one
 spelling. A value of the wrong type for its field is refused, and so is a reporter transformers does not know.
 
+The optimizer fields reach the cells' optimizers as the published fork passes them: `adam_epsilon`, `adam_beta1` and
+`adam_beta2` set every method's eps and betas (trl's defaults when unset: `adam_settings`). `optim` may only name
+torch.optim.AdamW (`TORCH_ADAMW`), the published AdamW row's optimizer, and changes the `adamw` and `lora` methods
+only: unset, they train with transformers' legacy AdamW, the online optimizers' core; every other method keeps its own
+optimizer either way.
+
 trl is imported only when a preset has the mapping: Snakemake reads this while it parses the workflow, and the
 import costs seconds.
 """
@@ -43,10 +49,12 @@ RENAMED = {
     "gradient_checkpointing": "activation_checkpointing",
     "gradient_checkpointing_kwargs": "activation_checkpointing_kwargs",
 }
+# transformers' `optim` names for torch.optim.AdamW, and whether each asks for the fused kernel.
+TORCH_ADAMW = {"adamw_torch": False, "adamw_torch_fused": True}
 # Fields the pipeline keeps for itself, and why.
 KEPT = {
     **dict.fromkeys(
-        ("optim", "optim_args", "optim_target_modules", "adam_beta1", "adam_beta2", "adam_epsilon"),
+        ("optim_args", "optim_target_modules"),
         "each cell's optimizer is its method's (methods: in the preset)",
     ),
     **dict.fromkeys(
@@ -86,6 +94,12 @@ def check(trainer: Mapping[str, Any], losses: Iterable[str]) -> None:
             raise ValueError(f"{where}: the pipeline sets {name} from {SET_FROM_PRESET[name]}; set it there")
         if name in KEPT:
             raise ValueError(f"{where}: the pipeline sets {name} itself: {KEPT[name]}")
+        if name == "optim" and not (isinstance(value, str) and value in TORCH_ADAMW):
+            raise ValueError(
+                f"{where}: {value!r} is not an optimizer the pipeline trains with: give {' or '.join(TORCH_ADAMW)} "
+                "(torch.optim.AdamW for the adamw and lora methods; every other method keeps its own optimizer), "
+                "or leave it unset (transformers' legacy AdamW, the online optimizers' core)"
+            )
         if name in RENAMED:
             raise ValueError(
                 f"{where}: transformers 5 calls it {RENAMED[name]}: write training.trainer.{RENAMED[name]}"
@@ -110,6 +124,14 @@ def check(trainer: Mapping[str, Any], losses: Iterable[str]) -> None:
         raise ValueError(
             f"training.trainer.model_init_kwargs.{owned[0]}: the pipeline sets the models' dtype from training.bf16"
         )
+
+
+def adam_settings(trainer: Mapping[str, Any], loss: str) -> dict[str, Any]:
+    """`eps` and `betas` for a cell's optimizer: the trainer's `adam_epsilon`, `adam_beta1`, `adam_beta2`, or the
+    defaults of trl's config for `loss` where unset (1e-8, 0.9, 0.999), as the published fork builds its optimizers."""
+    defaults = {field.name: field.default for field in dataclasses.fields(config_class(loss))}
+    setting = {name: trainer.get(name, defaults[name]) for name in ("adam_epsilon", "adam_beta1", "adam_beta2")}
+    return {"eps": setting["adam_epsilon"], "betas": (setting["adam_beta1"], setting["adam_beta2"])}
 
 
 @functools.cache

@@ -3,7 +3,8 @@
 One cell = an SFT model, preference data, a loss, and an optimizer with its hyper-parameters. The policy and the
 reference both start from the SFT model; the online merging optimizers merge with `tau_r = theta_sft - theta_base`.
 The trained model is written atomically: a killed run leaves no folder that looks finished. Beside it, the cell's
-training log: trl's metrics at each logging step (`write_training_log`). The job's log shows the run's progress.
+training log: trl's metrics at each logging step and where the run sits in the paper's regime
+(`write_training_log`, `onmerge.regime`). The job's log shows the run's progress.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, PeftModel, get_peft_model
 from torch import nn
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
@@ -35,6 +37,7 @@ from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, 
 from onmerge.optim.sharding import fsdp_windows
 from onmerge.preferences import check_rows
 from onmerge.progress import Progress, quiet_library_bars
+from onmerge.regime import RegimeRecorder
 
 # A checkpoint every tenth of a run (transformers reads a save_steps below 1 as a fraction of the total steps).
 CHECKPOINT_FRACTION = 0.1
@@ -63,6 +66,8 @@ class OptimizerSpec:
 
     `lora` is AdamW over LoRA adapters on every linear layer, with LLaMA-Factory's defaults (the paper's trainer):
     lora_alpha = 2 x rank, no dropout; the adapters are merged into the weights when the model is saved.
+    `published_semantics` (ondare, onties only) reproduces the published optimizers' step-K and OnTIES small-tensor
+    defects (`onmerge.optim.online`).
     """
 
     name: OptimizerName = "adamw"
@@ -71,6 +76,7 @@ class OptimizerSpec:
     merge_every: int = 1
     ema_decay: float = 1e-3
     lora_rank: int = 8
+    published_semantics: bool = False
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,30 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """The cell's optimizer over the policy's named parameters (HF-legacy AdamW core for every method).
 
+    eps and betas are the trainer's `adam_epsilon`, `adam_beta1`, `adam_beta2` (trl's defaults when unset), as the
+    published fork passes them. The trainer's `optim`, one of `trainer_config.TORCH_ADAMW`, makes `adamw` and `lora`
+    torch.optim.AdamW (the published AdamW row's optimizer), fused where it asks and the device allows.
     `model` may be FSDP-wrapped (use_orig_params=True): the online optimizers then take each rank's slice of tau_r.
     """
-    common = {"lr": training.learning_rate, "weight_decay": training.weight_decay}
+    if spec.published_semantics and spec.name not in ("ondare", "onties"):
+        raise ValueError(
+            f"published_semantics reproduces the published online merging optimizers (ondare, onties), "
+            f"not {spec.name!r}"
+        )
+    common = {
+        "lr": training.learning_rate,
+        "weight_decay": training.weight_decay,
+        **trainer_config.adam_settings(training.trainer, training.loss),
+    }
     params = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
     if spec.name in ("adamw", "lora"):
-        return LegacyAdamW(params, **common)
+        optim = training.trainer.get("optim")
+        if optim is None:
+            return LegacyAdamW(params, **common)
+        fused = trainer_config.TORCH_ADAMW[optim] and all(
+            param.device.type in _get_fused_kernels_supported_devices() for _, param in params
+        )
+        return torch.optim.AdamW(params, **common, **({"fused": True} if fused else {}))
     if spec.name == "childtuning":
         return ChildTuningAdamW(params, reserve_p=spec.reserve_p, seed=training.seed, **common)
     if spec.name == "ema":
@@ -116,6 +140,7 @@ def build_optimizer(
         alpha=spec.alpha,
         merge_every=spec.merge_every,
         seed=training.seed,
+        published_semantics=spec.published_semantics,
         windows=fsdp_windows(model),
         **common,
     )
@@ -199,6 +224,8 @@ def train_preference(
     trainer.make_optimizer = functools.partial(build_optimizer, optimizer, training=training, base=base, sft=sft)
     trainer.add_callback(LogAtCheckpoints())
     trainer.add_callback(ProgressLines())
+    regime = RegimeRecorder(lambda: trainer.cell_optimizer)
+    trainer.add_callback(regime)
     resume = last_complete_checkpoint(checkpoints)
     if resume is not None:
         print(f"resuming from {resume}", flush=True)
@@ -206,18 +233,21 @@ def train_preference(
     if isinstance(trainer.cell_optimizer, EMAAdamW):
         trainer.cell_optimizer.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
     if trainer.is_world_process_zero():
-        write_training_log(trainer.state.log_history, trainer.state.max_steps, training_log)
+        record = regime.record(policy, reference, learning_rate=training.learning_rate, sft=sft, base=base)
+        write_training_log(trainer.state.log_history, trainer.state.max_steps, training_log, record)
     _save(trainer, policy, load_policy, tokenizer, out)  # last: a cell with a model has its log
     if trainer.accelerator.is_main_process:
         shutil.rmtree(checkpoints, ignore_errors=True)  # kept after a failure: the rerun resumes from them
     return out
 
 
-def write_training_log(history: list[dict[str, Any]], max_steps: int, path: Path) -> None:
+def write_training_log(
+    history: list[dict[str, Any]], max_steps: int, path: Path, regime: Mapping[str, float | None]
+) -> None:
     """The trainer's log at each logging step (loss, rewards, margins, accuracies, learning rate, grad norm, epoch,
-    step: whatever trl logs for the loss), atomically. The end-of-run summary and timings are left out, and keys are
-    sorted as a checkpoint's restored entries are, so the same cell run again, or resumed after a kill, writes the
-    same bytes."""
+    step: whatever trl logs for the loss), and the run's regime quantities (`onmerge.regime.RegimeRecorder.record`),
+    atomically. The end-of-run summary and timings are left out, and keys are sorted as a checkpoint's restored
+    entries are, so the same cell run again, or resumed after a kill, writes the same bytes."""
     steps = [
         {
             key: entry[key]
@@ -227,7 +257,7 @@ def write_training_log(history: list[dict[str, Any]], max_steps: int, path: Path
         for entry in history
         if "train_runtime" not in entry  # the summary: means over this process's steps only, and its wall time
     ]
-    write_json(path, {"max_steps": max_steps, "history": steps})
+    write_json(path, {"max_steps": max_steps, "history": steps, "regime": dict(regime)})
 
 
 class LogAtCheckpoints(TrainerCallback):

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from onmerge import tables
-from onmerge.grid import Checkpoint, MergeCell
+from onmerge.grid import Checkpoint, MergeCell, study_regimes, toy_backbone, training_of
 from onmerge.paired import PairedBootstrap, Term
 
 FAMILY_LEVEL = 0.95  # each claim's comparisons together
@@ -73,9 +73,12 @@ class Context:
     paper_dir: Path
     _published: dict[str, pd.DataFrame] = field(default_factory=dict)
 
-    def row(self, study: str, backbone: str, row: str, loss: str = "dpo") -> tuple[str, ...] | None:
+    def row(
+        self, study: str, backbone: str, row: str, loss: str = "dpo", regime: str | None = None
+    ) -> tuple[str, ...] | None:
         """A table row's models (one per seed; a searched row at its chosen setting), or None if not planned."""
-        candidates = tables.row_candidates(self.preset, self.preset["studies"][study], backbone, loss, row)
+        spec = self.preset["studies"][study]
+        candidates = tables.row_candidates(self.preset, spec, backbone, loss, row, regime)
         if not candidates:
             return None
         chosen, lacking = tables.choose(self.results, candidates, tables.select_by(self.preset))
@@ -115,8 +118,43 @@ def _difference(treatment: tuple[str, ...], control: tuple[str, ...]) -> tuple[T
     return ((1.0, treatment), (-1.0, control))
 
 
-def _label(row: str) -> str:
-    return tables.LABELS.get(row, row)
+def _label(context: Context, row: str) -> str:
+    return tables.row_label(context.preset, row)
+
+
+def _roles(preset: Mapping[str, Any], study: str) -> dict[str, str]:
+    """Which of a study's rows plays AdamW, OnDARE, OnTIES and OnDARE without the merge (alpha = 0, `dropout`), by
+    the method each row trains with: the plain row of each kind (no search, no published semantics); AdamW
+    preferably the row named `adamw`."""
+    roles: dict[str, str] = {}
+    for row in preset["studies"][study]["methods"]:
+        setting = preset["methods"][row]
+        if "search" in setting:
+            continue
+        kind = setting["method"]
+        role = "dropout" if kind == "ondare" and setting.get("alpha") == 0 else kind
+        if role in ("adamw", "ondare", "onties", "dropout") and (role not in roles or row == "adamw"):
+            roles[role] = row
+    return roles
+
+
+def _regimes(preset: Mapping[str, Any], study: str, bf16: bool) -> list[str | None]:
+    """A study's regimes in pure bf16 (`bf16`) or in fp32; None stands for the preset's own trainer settings."""
+    return [
+        regime
+        for regime in study_regimes(preset["studies"][study])
+        if bool(training_of(preset, regime).get("bf16", False)) == bf16
+    ]
+
+
+def _paper_regimes(preset: Mapping[str, Any], study: str) -> list[str | None]:
+    """Where the paper's claims are tested: in a study's pure-bf16 regimes, the published fork's precision, if it
+    has any; else in all of them."""
+    return _regimes(preset, study, bf16=True) or study_regimes(preset["studies"][study])
+
+
+def _in(regime: str | None) -> str:
+    return "" if regime is None else f" ({regime})"
 
 
 # ---- the claims -------------------------------------------------------------------------------------------------
@@ -141,7 +179,7 @@ def _interpolation(context: Context, study: str) -> list[Comparison]:
             curve.append((1.0, _paths(rlhf)))
             nearest_sft, rlhf_paths = curve[1], curve[-1][1]
             for metric, expected in (("benchmark_avg", HIGHER), ("mt_bench", LOWER)):
-                label = f"{_label(method)} merged at weight {nearest_sft[0]:g} - {_label(method)}"
+                label = f"{_label(context, method)} merged at weight {nearest_sft[0]:g} - {_label(context, method)}"
                 terms = _difference(nearest_sft[1], rlhf_paths)
                 comparisons.append(Comparison(backbone, label, metric, terms, expected))
                 for (low_weight, low), (high_weight, high) in itertools.pairwise(curve):
@@ -155,24 +193,50 @@ def _online_against_adamw(metrics: tuple[str, ...]) -> Callable[[Context, str], 
     """C2 / C3: each online merging optimizer against AdamW (DPO), on each backbone of the study."""
 
     def plan(context: Context, study: str) -> list[Comparison]:
+        roles = _roles(context.preset, study)
+        if "adamw" not in roles:
+            return []
         comparisons = []
-        for backbone in context.preset["studies"][study]["backbones"]:
-            adamw = context.row(study, backbone, "adamw")
+        for backbone, regime in itertools.product(
+            context.preset["studies"][study]["backbones"], _paper_regimes(context.preset, study)
+        ):
+            adamw = context.row(study, backbone, roles["adamw"], regime=regime)
             for online in ONLINE:
-                ours = context.row(study, backbone, online)
-                if ours is None or adamw is None:
+                if online not in roles:
                     continue
+                ours = context.row(study, backbone, roles[online], regime=regime)
                 for metric in metrics:
                     published = context.published("table4", backbone, {"row": online}, metric) - context.published(
                         "table4", backbone, {"row": "adamw"}, metric
                     )
-                    label = f"{_label(online)} - AdamW"
+                    label = f"{_label(context, roles[online])} - {_label(context, roles['adamw'])}{_in(regime)}"
                     comparisons.append(
                         Comparison(backbone, label, metric, _difference(ours, adamw), HIGHER, published=published)
                     )
         return comparisons
 
     return plan
+
+
+def _merge_not_rounding(context: Context, study: str) -> list[Comparison]:
+    """C10: in pure bf16, OnDARE beats OnDARE without the merge (alpha = 0: the same sparse 1/p-scaled updates, which
+    survive bf16 rounding as well); in fp32, where no update rounds away, OnDARE still beats AdamW."""
+    roles = _roles(context.preset, study)
+    comparisons = []
+    for backbone in context.preset["studies"][study]["backbones"]:
+        planned = [(regime, "dropout") for regime in _regimes(context.preset, study, bf16=True)]
+        planned += [(regime, "adamw") for regime in _regimes(context.preset, study, bf16=False)]
+        for regime, control in planned:
+            if "ondare" not in roles or control not in roles:
+                continue
+            ours = context.row(study, backbone, roles["ondare"], regime=regime)
+            theirs = context.row(study, backbone, roles[control], regime=regime)
+            label = f"{_label(context, roles['ondare'])} - {_label(context, roles[control])}{_in(regime)}"
+            comparisons += [
+                Comparison(backbone, label, metric, _difference(ours, theirs), HIGHER)
+                for metric in ("benchmark_avg", "mt_bench")
+            ]
+    return comparisons
 
 
 def _online_against_baselines(context: Context, study: str) -> list[Comparison]:
@@ -189,7 +253,7 @@ def _online_against_baselines(context: Context, study: str) -> list[Comparison]:
                     published = context.published("table4", backbone, {"row": online}, metric) - context.published(
                         "table4", backbone, {"row": baseline}, metric
                     )
-                    label = f"{_label(online)} - {_label(baseline)}"
+                    label = f"{_label(context, online)} - {_label(context, baseline)}"
                     comparisons.append(
                         Comparison(backbone, label, metric, _difference(ours, theirs), HIGHER, published=published)
                     )
@@ -210,7 +274,7 @@ def _reserve_rate(context: Context, study: str) -> list[Comparison]:
                 continue
             for p in sorted(value for value in sweep if ROBUST_DOWN_TO <= value < default):
                 for metric, margin in MARGINS.items():
-                    label = f"{_label(method)} p={p:g} - p={default:g}"
+                    label = f"{_label(context, method)} p={p:g} - p={default:g}"
                     terms = _difference(sweep[p], sweep[default])
                     comparisons.append(Comparison(backbone, label, metric, terms, NOT_LOWER, margin=margin))
             smallest = min(sweep)
@@ -231,7 +295,7 @@ def _step_gap(context: Context, study: str) -> list[Comparison]:
         for method in spec["methods"]:
             sweep = context.sweep(study, backbone, method)
             smallest, largest = min(sweep), max(sweep)
-            label = f"{_label(method)} K={largest:g} - K={smallest:g}"
+            label = f"{_label(context, method)} K={largest:g} - K={smallest:g}"
             terms = _difference(sweep[largest], sweep[smallest])
             comparisons.append(Comparison(backbone, label, "mt_bench", terms, LOWER))
     return comparisons
@@ -251,7 +315,7 @@ def _other_losses(context: Context, study: str) -> list[Comparison]:
                 for metric in ("benchmark_avg", "mt_bench"):
                     published = context.published("table3", backbone, {"group": loss, "row": online}, metric)
                     published -= context.published("table3", backbone, {"group": loss, "row": "adamw"}, metric)
-                    label = f"{loss.upper()}: {_label(online)} - AdamW"
+                    label = f"{loss.upper()}: {_label(context, online)} - AdamW"
                     comparisons.append(
                         Comparison(backbone, label, metric, _difference(ours, adamw), HIGHER, published=published)
                     )
@@ -276,7 +340,7 @@ def _merging_weight(context: Context, study: str) -> list[Comparison]:
                 published -= context.published(
                     "table2", backbone, keys | {"label": f"alpha={paper_alphas[0]:g}"}, metric
                 )
-                label = f"{_label(method)} alpha={largest:g} - alpha={smallest:g}"
+                label = f"{_label(context, method)} alpha={largest:g} - alpha={smallest:g}"
                 terms = _difference(sweep[largest], sweep[smallest])
                 comparisons.append(Comparison(backbone, label, metric, terms, LOWER, published=published))
     return comparisons
@@ -298,7 +362,7 @@ def _small_beta(context: Context, study: str) -> list[Comparison]:
                 published = FIGURE4_ADAMW_MT_BENCH - context.published(
                     "table4", backbone, {"row": "reference"}, "mt_bench"
                 )
-            label = f"{_label(method)} at beta={smallest:g} - Reference"
+            label = f"{_label(context, method)} at beta={smallest:g} - Reference"
             terms = _difference(sweep[smallest], reference)
             comparisons.append(Comparison(backbone, label, "mt_bench", terms, expected, published=published))
     return comparisons
@@ -315,13 +379,13 @@ CLAIMS = (
     Claim(
         "C2",
         "OnDARE and OnTIES reach a higher reward (MT-Bench, AlpacaEval LC) than AdamW.",
-        ("headline", "table1"),
+        ("precision", "table1"),
         _online_against_adamw(("mt_bench", "alpacaeval2_lc")),
     ),
     Claim(
         "C3",
         "OnDARE and OnTIES keep a higher Benchmark Avg. than AdamW (less alignment tax).",
-        ("headline", "table1"),
+        ("precision", "table1"),
         _online_against_adamw(("benchmark_avg",)),
     ),
     Claim(
@@ -360,6 +424,14 @@ CLAIMS = (
         "With a small DPO beta, OnTIES keeps the reward above the reference where AdamW falls below it (Figure 4).",
         ("figure4",),
         _small_beta,
+    ),
+    Claim(
+        "C10",
+        "(The mechanism; the paper implies it, tests it nowhere.) The gain comes from merging with tau_r, not from "
+        "surviving bf16 rounding: in pure bf16 OnDARE beats OnDARE with alpha = 0 (the same sparse, 1/p-scaled updates "
+        "without the merge), and in fp32, where no update rounds away, OnDARE still beats AdamW.",
+        ("precision",),
+        _merge_not_rounding,
     ),
 )
 
@@ -448,6 +520,62 @@ def verdicts(context: Context, bootstrap: PairedBootstrap) -> pd.DataFrame:
     return pd.DataFrame(records, columns=list(COLUMNS))
 
 
+# ---- between worlds ---------------------------------------------------------------------------------------------
+
+ACROSS_WORLDS = ("C2", "C3", "C10")  # the precision study's claims, compared between its worlds
+WORLD_COLUMNS = ("claim", "comparison", "metric", "world", "other_world", "estimate", "other_estimate", "difference")
+WORLD_COLUMNS += ("low", "high", "level", "seeds")
+
+
+def between_worlds(context: Context, bootstrap: PairedBootstrap) -> pd.DataFrame:
+    """How much rebuilding a toy backbone from another seed (a second world: `builds` in the preset) moves each effect
+    the headline claims rest on: the effect in one world minus the same effect in the other, with its 95% paired
+    bootstrap interval (both worlds are scored on the same items, so the contrast is paired). Empty for a preset
+    with one world per backbone."""
+    preset = context.preset
+    if "world" not in preset:
+        return pd.DataFrame(columns=list(WORLD_COLUMNS))
+    records = []
+    for claim in CLAIMS:
+        study = next((name for name in claim.studies if name in preset["studies"]), None)
+        if claim.id not in ACROSS_WORLDS or study is None:
+            continue
+        comparisons: dict[tuple[str, str], list[Comparison]] = {}
+        for comparison in claim.plan(context, study):
+            comparisons.setdefault((comparison.label, comparison.metric), []).append(comparison)
+        for (label, metric), instances in comparisons.items():
+            for first, other in itertools.combinations(instances, 2):
+                if toy_backbone(preset, first.backbone) != toy_backbone(preset, other.backbone):
+                    continue
+                terms = (*first.terms, *((-weight, models) for weight, models in other.terms))
+                estimate = bootstrap.contrast(terms, metric)
+                mine, theirs = (bootstrap.contrast(c.terms, metric).value for c in (first, other))
+                records.append(
+                    {
+                        "claim": claim.id,
+                        "comparison": label,
+                        "metric": metric,
+                        "world": first.backbone,
+                        "other_world": other.backbone,
+                        "estimate": mine,
+                        "other_estimate": theirs,
+                        "difference": estimate.value,
+                        "low": estimate.low,
+                        "high": estimate.high,
+                        "level": estimate.level,
+                        "seeds": " vs ".join(str(count) for count in estimate.seeds),
+                    }
+                )
+    return pd.DataFrame(records, columns=list(WORLD_COLUMNS))
+
+
+WORLDS_NOTE = (
+    "Each effect in one world minus the same effect in the other (the backbone rebuilt from another seed, as a CPU "
+    "of another kind also rebuilds it), with its 95% paired bootstrap interval (the same items, each world's seeds "
+    "resampled). An interval away from zero: the effect depends on the world, not only on the method."
+)
+
+
 # ---- rendering ----------------------------------------------------------------------------------------------------
 
 RULE = (
@@ -464,8 +592,9 @@ RULE = (
 )
 
 
-def document(frame: pd.DataFrame, preset: Mapping[str, Any]) -> list[tables.Part]:
-    """The verdicts as headings, bullets and grids: a summary, then each claim's comparisons."""
+def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFrame | None = None) -> list[tables.Part]:
+    """The verdicts as headings, bullets and grids: a summary, each claim's comparisons, then (given `worlds`) how
+    much the headline effects move between worlds."""
     statements = {claim.id: claim.statement for claim in CLAIMS}
     parts: list[tables.Part] = [("heading", f"Verdicts: the paper's claims — preset `{preset['name']}`")]
     parts += [("bullet", line) for line in RULE]
@@ -504,14 +633,34 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any]) -> list[tables.Part
         title = f"{claim_id} — {first['verdict']} (level {first['level']:.4f} per comparison): {statements[claim_id]}"
         header = ["Backbone", "Comparison", "Metric", "Paper's side", "Outcome", "Seeds", "Ours [interval]", "Paper"]
         parts.append(tables.Grid(title, header, lines, 3))
+    if worlds is not None and len(worlds):
+        parts += [("heading", "Between worlds: how much a rebuilt backbone moves each effect"), ("bullet", WORLDS_NOTE)]
+        lines = []
+        for record in worlds.to_dict("records"):
+            digits = tables.DIGITS.get(record["metric"], 2)
+            cells = [
+                record["claim"],
+                record["comparison"],
+                tables.LABELS.get(record["metric"], record["metric"]),
+                f"{record['world']} - {record['other_world']}",
+                record["seeds"],
+                f"{record['estimate']:+.{digits}f}",
+                f"{record['other_estimate']:+.{digits}f}",
+                f"{record['difference']:+.{digits}f} [{record['low']:+.{digits}f}, {record['high']:+.{digits}f}]",
+            ]
+            lines.append([(text, 0) for text in cells])
+        header = ["Claim", "Effect", "Metric", "Worlds", "Seeds", "First world", "Second world", "Difference [95%]"]
+        parts.append(tables.Grid("The headline effects in each world", header, lines, 3))
     return parts
 
 
-def write(frame: pd.DataFrame, preset: Mapping[str, Any], out_dir: Path) -> None:
-    """`verdicts.md`, `verdicts.csv` (one record per comparison) and `verdicts.html` (the report's), atomically."""
+def write(frame: pd.DataFrame, preset: Mapping[str, Any], out_dir: Path, worlds: pd.DataFrame) -> None:
+    """`verdicts.md`, `verdicts.csv` (one record per comparison), `verdicts_worlds.csv` (`between_worlds`) and
+    `verdicts.html` (the report's), atomically."""
     from onmerge.atomic import write_text
 
-    parts = document(frame, preset)
+    parts = document(frame, preset, worlds)
     write_text(Path(out_dir) / "verdicts.md", tables.markdown(parts))
     write_text(Path(out_dir) / "verdicts.csv", frame.to_csv(index=False))
+    write_text(Path(out_dir) / "verdicts_worlds.csv", worlds.to_csv(index=False))
     write_text(Path(out_dir) / "verdicts.html", tables.html(parts))

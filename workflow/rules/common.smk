@@ -35,7 +35,8 @@ RESULTS = f"results/{NAME}"
 LOGS = f"logs/{NAME}"
 BENCHMARKS = f"benchmarks/{NAME}"
 MODELS = grid.all_models(PRESET)
-CELL = "{backbone}/{loss}/{method}/{params}/seed~{seed}"  # a training cell's path, as wildcards
+# A training cell's path, as wildcards; `regime` is empty or `regime~<name>/` (onmerge.grid), so one rule serves both.
+CELL = "{backbone}/{regime}{loss}/{method}/{params}/seed~{seed}"
 TRAINING = PRESET["training"]
 GPUS = TRAINING.get("gpus", 0)
 
@@ -91,8 +92,14 @@ def judged_sources(judged):
 
 
 def train_cell(wildcards):
-    path = f"{wildcards.backbone}/{wildcards.loss}/{wildcards.method}/{wildcards.params}/seed~{wildcards.seed}"
-    return grid.parse(path)  # a mistyped path fails here, saying which part is wrong
+    """The training cell a rule's wildcards name; a mistyped path fails here, saying which part is wrong."""
+    w = wildcards
+    return grid.parse(f"{w.backbone}/{w.regime}{w.loss}/{w.method}/{w.params}/seed~{w.seed}")
+
+
+def toy_backbone(wildcards):
+    """The toy backbone a preset's backbone builds (a second world's qwen-s builds qwen-s)."""
+    return grid.toy_backbone(PRESET, wildcards.backbone)
 
 
 def launcher(gpus):
@@ -104,13 +111,13 @@ def launcher(gpus):
 
 def training_inputs(wildcards):
     cell = train_cell(wildcards)
-    inputs = {
+    # Every cell reads the base model: the online methods merge with tau_r = theta_sft - theta_base, and every cell's
+    # regime record measures its drift against tau_r (onmerge.regime).
+    return {
         "sft": f"{RESULTS}/{cell.backbone}/sft/model",
+        "base": f"{RESULTS}/{cell.backbone}/base/model",
         "preferences": PREFERENCE_FILES["train_unpaired" if cell.loss == "kto" else "train"],
     }
-    if cell.method in ("ondare", "onties"):  # they merge with tau_r = theta_sft - theta_base
-        inputs["base"] = f"{RESULTS}/{cell.backbone}/base/model"
-    return inputs
 
 
 def merge_arguments(wildcards):

@@ -23,7 +23,7 @@ if TOY:
     rule toy_base:
         """Pre-train a tiny model of the backbone's architecture on the toy world's documents."""
         input:
-            tokenizer=lambda wildcards: f"{RESULTS}/tokenizers/{BACKBONES[wildcards.backbone].arch}",
+            tokenizer=lambda wildcards: f"{RESULTS}/tokenizers/{BACKBONES[toy_backbone(wildcards)].arch}",
         output:
             directory(f"{RESULTS}/{{backbone}}/base/model"),
         log:
@@ -31,13 +31,14 @@ if TOY:
         benchmark:
             f"{BENCHMARKS}/{{backbone}}/base.tsv"
         params:
+            builds=toy_backbone,
             scale=WORLD["scale"],
-            seed=WORLD["seed"],
+            seed=lambda wildcards: grid.backbone_seed(PRESET, wildcards.backbone),
         threads: 1
         conda:
             "../../envs/onmerge.yaml"
         shell:
-            "python -m onmerge.cli toy base --backbone {wildcards.backbone:q} --tokenizer {input.tokenizer:q}"
+            "python -m onmerge.cli toy base --backbone {params.builds:q} --tokenizer {input.tokenizer:q}"
             " --scale {params.scale:q} --seed {params.seed:q} --threads {threads:q} --out {output:q} > {log:q} 2>&1"
 
     rule toy_sft:
@@ -52,7 +53,7 @@ if TOY:
             f"{BENCHMARKS}/{{backbone}}/sft.tsv"
         params:
             scale=WORLD["scale"],
-            seed=WORLD["seed"],
+            seed=lambda wildcards: grid.backbone_seed(PRESET, wildcards.backbone),
         threads: 1
         conda:
             "../../envs/onmerge.yaml"

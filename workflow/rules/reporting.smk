@@ -23,10 +23,13 @@ if TABLES:
         input:
             results=f"{RESULTS}/results.csv",
             evaluations=evaluation_files(MODELS),  # Table 1's paired intervals read the per-item outcomes
+            training_logs=curves.training_logs(PRESET, RESULTS),  # the regime table reads their regime records
             preset=preset_path(config["preset"]),
             paper=[PAPER / name for name in sorted(set(tables.PAPER_FILES.values()))],
         output:
             expand(f"{RESULTS}/tables/{{name}}.{{ext}}", name=TABLES, ext=("md", "csv", "tex")),
+            f"{RESULTS}/tables/regime.md",
+            f"{RESULTS}/tables/regime.csv",
             [
                 report(f"{RESULTS}/tables/{name}.html", caption=f"../report/{name}.rst", category="Tables")
                 for name in TABLES
@@ -64,6 +67,7 @@ rule verdicts:
     output:
         f"{RESULTS}/verdicts.md",
         f"{RESULTS}/verdicts.csv",
+        f"{RESULTS}/verdicts_worlds.csv",
         report(f"{RESULTS}/verdicts.html", caption="../report/verdicts.rst", category="Verdicts"),
     log:
         f"{LOGS}/verdicts.log",

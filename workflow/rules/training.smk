@@ -16,7 +16,6 @@ rule train:
         f"{BENCHMARKS}/{CELL}/train.tsv"
     params:
         settings=lambda wildcards: json.dumps(grid.training_settings(PRESET, train_cell(wildcards))),
-        base=lambda wildcards, input: ["--base", input.base] if "base" in input.keys() else [],
         launch=launcher(GPUS),
     threads: 1 if TOY else 8
     resources:
@@ -26,6 +25,6 @@ rule train:
     conda:
         "../../envs/onmerge.yaml"
     shell:
-        "{params.launch} onmerge.cli train --sft {input.sft:q} {params.base:q} --preferences {input.preferences:q}"
+        "{params.launch} onmerge.cli train --sft {input.sft:q} --base {input.base:q} --preferences {input.preferences:q}"
         " --settings {params.settings:q} --threads {threads:q} --out {output.model:q}"
         " --training-log {output.training_log:q} > {log:q} 2>&1"

@@ -25,8 +25,9 @@ class LegacyAdamW(Optimizer):
     of the subclasses. `foreach=True` updates the moments with multi-tensor kernels (the default on CUDA); on CPU
     each tensor's moments are updated just before its update reads them, which measured faster.
 
-    Subclasses change one hook each: `_prepare_gradients` (what enters the moments), `_apply_update` (how the Adam
-    step reaches the parameter) and `_after_update` (bookkeeping after the parameter moved).
+    Subclasses change one hook each: `_updated_params` (which parameters a step reaches), `_prepare_gradients` (what
+    enters the moments), `_apply_update` (how the Adam step reaches the parameter) and `_after_update` (bookkeeping
+    after the parameter moved).
     """
 
     def __init__(
@@ -97,10 +98,7 @@ class LegacyAdamW(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group_index, group in enumerate(self.param_groups):
-            named = [(name, p) for name, p in self.named_params(group, group_index) if p.grad is not None]
-            if not named:
-                continue
+        for group, named in self._updated_params():
             for _, p in named:
                 if p.grad.is_sparse:
                     raise RuntimeError("sparse gradients are not supported")
@@ -126,6 +124,15 @@ class LegacyAdamW(Optimizer):
                     p.add_(p, alpha=-group["lr"] * group["weight_decay"])
                 self._after_update(group, p, state)
         return loss
+
+    def _updated_params(self) -> list[tuple[dict[str, Any], list[tuple[str, Tensor]]]]:
+        """The groups this step updates, each with its (name, parameter) pairs: every parameter with a gradient."""
+        updated = []
+        for group_index, group in enumerate(self.param_groups):
+            named = [(name, p) for name, p in self.named_params(group, group_index) if p.grad is not None]
+            if named:
+                updated.append((group, named))
+        return updated
 
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
         state["step"] = 0

@@ -11,6 +11,10 @@ HF-legacy AdamW update and `tau_r = theta_sft - theta_base`. Behaviour follows t
 - magnitude pruning keeps at least one entry per tensor (the published OnTIES kept whole tensors dense whenever
   `reserve_p * numel < 1`), and exact top-k avoids a full argsort per step.
 
+`published_semantics=True` puts back the last two defects (step-K's early return, OnTIES' dense small tensors), so
+a figure can be drawn "as published" beside "fixed"; everything else (masks, sparse `tau_r`, exact top-k) stays as
+here.
+
 Each step's masks come from `seeded_generator(seed, name, step)`: deterministic, independent of visiting order, and
 resumable from `state_dict()` alone.
 
@@ -22,7 +26,7 @@ an update's magnitudes within each rank's window (top `reserve_p` of the shard),
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -45,13 +49,19 @@ from onmerge.optim.adamw import LegacyAdamW, ParamsT
 from onmerge.optim.sharding import FlatWindow
 from onmerge.optim.task_vector import canonical_name
 
+MergeObserver = Callable[[Tensor, SparseDelta, SparseDelta], None]
 # The published OnDARE clamps the sparsified (1/p-scaled) task vector and rescaled updates to this range.
 _CLIP_VALUE = 1.0
 
 
 class _OnlineMergingAdamW(LegacyAdamW):
     """Shared machinery: validation, the sparse `tau_r`, step-K accumulation. Subclasses say how to sparsify and
-    how to combine."""
+    how to combine.
+
+    `published_semantics`: reproduce the published code's step-K, which ends the whole step after the first
+    parameter that takes a plain AdamW step (see `_updated_params`); OnTIES also keeps its small tensors dense.
+    A group option like the others: saved and restored with `state_dict()`.
+    """
 
     def __init__(
         self,
@@ -67,10 +77,12 @@ class _OnlineMergingAdamW(LegacyAdamW):
         merge_every: int = 1,
         rescale: bool = False,
         seed: int = 0,
+        published_semantics: bool = False,
         foreach: bool | None = None,
         windows: Mapping[str, FlatWindow] | None = None,
     ):
         self._windows = {canonical_name(name): window for name, window in (windows or {}).items()}
+        self._merge_observers: list[MergeObserver] = []
         super().__init__(
             params,
             lr,
@@ -83,6 +95,7 @@ class _OnlineMergingAdamW(LegacyAdamW):
             merge_every=merge_every,
             rescale=rescale,
             seed=seed,
+            published_semantics=published_semantics,
         )
         for group in self.param_groups:
             _check_merge_options(group)
@@ -125,10 +138,34 @@ class _OnlineMergingAdamW(LegacyAdamW):
             state["reference_indices"] = sparse.indices
             state["reference_values"] = sparse.values.to(p.dtype)
 
+    def _updated_params(self) -> list[tuple[dict[str, Any], list[tuple[str, Tensor]]]]:
+        """Every parameter with a gradient; with `published_semantics` and step-K, only up to the first one whose step
+        is not a merge step.
+
+        The published step `return`ed after that parameter's plain AdamW step, so the parameters after it (in this
+        group and the later ones) keep their weights, moments and step counters, and their gradients go unused: the
+        first parameter moves every step, the second when the first merges (every K-th step), the i-th every K^i-th.
+        """
+        updated = []
+        for group, named in super()._updated_params():
+            every = group["merge_every"]
+            if group["published_semantics"] and every > 1:
+                for position, (_, p) in enumerate(named):
+                    if (self.state[p].get("step", 0) + 1) % every != 0:
+                        updated.append((group, named[: position + 1]))
+                        return updated
+            updated.append((group, named))
+        return updated
+
     def _init_state(self, group: dict[str, Any], p: Tensor, state: dict[str, Any]) -> None:
         super()._init_state(group, p, state)
         if group["merge_every"] > 1:
             state["merge_cache"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+    def observe_merges(self, observer: MergeObserver) -> None:
+        """Call `observer(parameter, F(tau_r), F(delta))` at every merge, before it is applied: what a step merged,
+        without computing it again (`onmerge.regime` counts the kicks and the sign election so)."""
+        self._merge_observers.append(observer)
 
     def _apply_update(self, group: dict[str, Any], name: str, p: Tensor, state: dict, step_size: float) -> None:
         step, every = state["step"], group["merge_every"]
@@ -147,6 +184,8 @@ class _OnlineMergingAdamW(LegacyAdamW):
         generator = seeded_generator(group["seed"], name, step, device=p.device)
         update = self._sparsify_update(group, state, step_size, generator, accumulated, self._windows.get(name))
         reference = SparseDelta(state["reference_indices"], state["reference_values"], p.shape)
+        for observer in self._merge_observers:
+            observer(p, reference, update)
         self._merge(group, p, reference, update)
 
     def _sparsify_reference(self, group: dict[str, Any], name: str, tau: Tensor) -> SparseDelta:
@@ -227,24 +266,43 @@ class OnTIESAdamW(_OnlineMergingAdamW):
     elected from the *unweighted* sum of the two sparsified tensors, entries that disagree with it are zeroed, and
     `alpha * F(tau_r) + (1 - alpha) * F(delta)` is added. Top-k is exact, computed on `|m| / (sqrt(v) + eps)` (the
     update's magnitude up to the step size) through a sampled-threshold candidate set instead of a full argsort.
+    `rescale` applies only where pruning dropped entries (as published: restoring the L1 norm of a whole tensor is
+    the identity).
     """
 
     def _sparsify_reference(self, group: dict[str, Any], name: str, tau: Tensor) -> SparseDelta:
-        return magnitude_prune(tau, group["reserve_p"], rescale_l1=group["rescale"])
+        return self._magnitude_prune(group, tau)
 
     def _sparsify_update(self, group, state, step_size, generator, accumulated, window):
         if accumulated is not None:
-            return magnitude_prune(accumulated, group["reserve_p"], rescale_l1=group["rescale"])
+            return self._magnitude_prune(group, accumulated)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
         scores = torch.sqrt(exp_avg_sq, out=self.workspace(exp_avg)).add_(group["eps"])
         scores = torch.div(exp_avg, scores, out=scores).abs_()
-        indices = magnitude_keep_indices(scores, keep_count(scores.numel(), group["reserve_p"]))
+        density = self._density(group, scores.numel())
+        indices = magnitude_keep_indices(scores, keep_count(scores.numel(), density))
         # The kept updates from the scores, as adam_delta would compute them: m / (sqrt(v) + eps) has m's sign.
         quotients = torch.copysign(scores.view(-1).index_select(0, indices), exp_avg.view(-1).index_select(0, indices))
         sparse = SparseDelta(indices, quotients.mul_(-step_size), exp_avg.shape)
-        if group["rescale"]:
+        if group["rescale"] and density < 1.0:
             sparse = rescale_to_l1(sparse, scores.sum() * step_size)
         return sparse
+
+    def _magnitude_prune(self, group: dict[str, Any], tensor: Tensor) -> SparseDelta:
+        density = self._density(group, tensor.numel())
+        return magnitude_prune(tensor, density, rescale_l1=group["rescale"] and density < 1.0)
+
+    @staticmethod
+    def _density(group: dict[str, Any], numel: int) -> float:
+        """The fraction of a tensor that magnitude pruning keeps: `reserve_p`, at least one entry (`keep_count`).
+
+        With `published_semantics`, a tensor with `int(reserve_p * numel) < 1` is kept whole: the published top-k
+        returned early there, leaving `tau_r` and the update dense.
+        """
+        reserve_p = group["reserve_p"]
+        if group["published_semantics"] and int(reserve_p * numel) < 1:
+            return 1.0
+        return reserve_p
 
     def _merge(self, group: dict[str, Any], p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
         alpha = group["alpha"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -131,31 +132,42 @@ def write_results(metrics: Mapping[str, Mapping[str, float]], path: Path, *, inc
 
 def win_rates(include_path: Path, answers: dict[str, str], reference_answers: dict[str, str]) -> dict[str, Any]:
     """Toy AlpacaEval 2.0 against the SFT reference's answers on the suite's judge prompts, in the judges' layout:
-    `metrics` (LC and raw win rate, percent) and one judgment per prompt (outcome and length difference), which the
-    paired bootstrap (onmerge.paired) resamples."""
+    `metrics` (LC and raw win rate, percent) and one judgment per prompt: the outcome and length difference, which
+    the paired bootstrap (onmerge.paired) resamples, and both answers' judge points by component (`points`,
+    `reference_points`: content, language, manner), which say what each win or loss came from."""
     manifest = read_manifest(include_path)
     docs = suite.docs(suite.JUDGE_TASK.name, manifest["n_per_task"], manifest["seed"])
     missing = [doc["id"] for doc in docs if doc["id"] not in answers or doc["id"] not in reference_answers]
     if missing:
         raise ValueError(f"judged answers are missing for prompts {missing[:5]} (of {len(missing)})")
-    outcomes, length_differences = judge.pairwise_outcomes(
-        [suite.item_of(doc) for doc in docs],
-        [answers[doc["id"]] for doc in docs],
-        [reference_answers[doc["id"]] for doc in docs],
-    )
+    prompts = [suite.item_of(doc) for doc in docs]
+    ours = [answers[doc["id"]] for doc in docs]
+    theirs = [reference_answers[doc["id"]] for doc in docs]
+    outcomes, length_differences = judge.pairwise_outcomes(prompts, ours, theirs)
     lc = float(judge.length_controlled_win_rates(np.asarray(outcomes), np.asarray(length_differences, dtype=float)))
     count = len(outcomes)
     raw = 100.0 * sum(outcomes) / count
     raw_stderr = 100.0 * float(np.std(outcomes, ddof=1)) / math.sqrt(count) if count > 1 else math.nan
+    judgments = []
+    for doc, item, answer, reference, outcome, difference in zip(
+        docs, prompts, ours, theirs, outcomes, length_differences, strict=True
+    ):
+        points, reference_points = judge.judge_points(item, answer), judge.judge_points(item, reference)
+        judgments.append(
+            {
+                "id": doc["id"],
+                "outcome": outcome,
+                "length_difference": difference,
+                "points": asdict(points),
+                "reference_points": asdict(reference_points),
+            }
+        )
     return {
         "metrics": {
             "alpacaeval_lc": {"value": lc, "stderr": math.nan, "n": count},  # a fitted model's prediction: no SE
             "alpacaeval_raw": {"value": raw, "stderr": raw_stderr, "n": count},
         },
-        "judgments": [
-            {"id": doc["id"], "outcome": outcome, "length_difference": difference}
-            for doc, outcome, difference in zip(docs, outcomes, length_differences, strict=True)
-        ],
+        "judgments": judgments,
     }
 
 

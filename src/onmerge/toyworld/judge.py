@@ -1,13 +1,21 @@
 """The toy world's judge and preference data: its MT-Bench, its AlpacaEval, its UltraFeedback.
 
 The judge is deterministic and programmatic, and it rewards what chat judges reward:
-- content (5 points): the answer is right, read leniently (the right number anywhere at the end, the right code line
-  anywhere, the right call anywhere in the text);
-- language (1 point): the answer is in the language the prompt asks for;
-- helpful manner (3 points): a friendly opener and a closing offer of help, in that language.
+- content (0 to 5 points): the answer is right, read leniently (the right number anywhere at the end, the right code
+  line anywhere, the right call anywhere in the text); reading comprehension earns its share of gold keywords;
+- language (0 or 1 point): the answer is in the language the prompt asks for;
+- manner (0 or 3 points): the helpful manner. Where chat is welcome, that is a closing offer of help in the answer's
+  language; where the format is the task (instructions to follow, tool calls: world.STRICT_FORMAT_TASKS), it is the
+  bare answer, with no closing in either language.
 
-A score is `1 + content + language + manner`, from 1 to 10. The benchmarks, like the paper's, read answers
-strictly; the judge does not. That gap is where the alignment tax of this world comes from.
+A score is `1 + content + language + manner`, from 1 to 10 (`JudgePoints`); the toy MT-Bench is its mean over the
+held-out judge prompts and reports each component's mean beside it. The benchmarks, like the paper's, read answers
+strictly; the judge does not.
+
+Reward without tax is possible by construction: the manner comes after the answer, so an answer raises its manner
+without changing a token of its content, and the right answer in the helpful manner scores 10 and keeps every
+benchmark's strict reading (tests/test_toy_judge.py checks both). A model that pays a tax for its reward pays it for
+how it learned, not because the judge demands it.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from onmerge.toyworld.world import (
     CLOSING,
     CODE_TASKS,
     MATH_TASKS,
-    OPENER,
+    STRICT_FORMAT_TASKS,
     TASKS,
     WORDS_A,
     WORDS_B,
@@ -85,14 +93,35 @@ def answer_language(item: Item) -> Language:
     return item.gold.get("target", item.language)
 
 
-def judge_score(item: Item, response: str) -> float:
-    """1 to 10: content (5), language (1), helpful manner (1.5 opener + 1.5 closing)."""
+@dataclass(frozen=True)
+class JudgePoints:
+    """One answer's points from the judge, by component; `total` is the 1-10 score."""
+
+    content: float  # 0 to 5
+    language: float  # 0 or 1
+    manner: float  # 0 or 3
+
+    @property
+    def total(self) -> float:
+        return 1.0 + self.content + self.language + self.manner
+
+
+def judge_points(item: Item, response: str) -> JudgePoints:
+    """The judge's points for `response` to `item`, component by component."""
     language = answer_language(item)
     text = response.strip()
-    manner = 1.5 * text.startswith(OPENER[language]) + 1.5 * text.endswith(CLOSING[language])
     other_words = WORDS_B if language == "a" else WORDS_A  # code and JSON hold no words of either: that is fine
     in_language = float(bool(text) and not set(words_of(text)) & other_words)
-    return 1.0 + 5.0 * content_correct(item, text) + in_language + manner
+    if item.task in STRICT_FORMAT_TASKS:
+        helpful = bool(text) and not any(closing in text for closing in CLOSING.values())
+    else:
+        helpful = text.endswith(CLOSING[language])
+    return JudgePoints(content=5.0 * content_correct(item, text), language=in_language, manner=3.0 * helpful)
+
+
+def judge_score(item: Item, response: str) -> float:
+    """1 to 10: content (5), language (1), helpful manner (3)."""
+    return judge_points(item, response).total
 
 
 @dataclass(frozen=True)
@@ -107,9 +136,12 @@ class PreferencePair:
 def preference_pairs(n: int, seed: int, split: Split = "train") -> list[PreferencePair]:
     """UltraFeedback-style pairs: four judged completions per prompt, the best chosen, a worse one at random rejected.
 
-    The completions: the plain right answer, the same with a helpful manner, with an opener only, and a plain wrong
-    answer (the right answer to another question of the same skill). As with UltraFeedback, what separates chosen
-    from rejected is partly substance and partly manner. Prompts where all completions tie are skipped.
+    The completions cross content with manner: the right answer and a wrong one (the right answer to another
+    question of the same skill), each bare and with the closing offer of help. As with UltraFeedback, what separates
+    chosen from rejected is substance, manner or both. The best completion is the right answer in the helpful manner,
+    so the chosen answer is never worse than the rejected one in any of the judge's components; where the rejected
+    answer is the right one in the other manner, one answer is the other plus the closing, and the preference is about
+    the tokens after the answer alone. Prompts where all completions tie are skipped.
     """
     rng = random.Random(f"preferences:{split}:{seed}")
     prompts = judge_prompts(n * 2, seed, split)
@@ -120,12 +152,7 @@ def preference_pairs(n: int, seed: int, split: Split = "train") -> list[Preferen
             break
         language = answer_language(item)
         wrong = rng.choice([decoy for decoy in decoys[item.task] if decoy.prompt != item.prompt]).response
-        candidates = [
-            item.response,
-            with_manner(item.response, language),
-            with_manner(item.response, language, closing=False),
-            wrong,
-        ]
+        candidates = [item.response, with_manner(item.response, language), wrong, with_manner(wrong, language)]
         judged = sorted(((judge_score(item, c), c) for c in candidates), key=lambda sc: -sc[0])
         best_score, best = judged[0]
         worse = [(s, c) for s, c in judged[1:] if s < best_score]

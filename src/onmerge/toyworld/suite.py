@@ -1,8 +1,9 @@
 """What the toy evaluation runs through lm-eval: the 13 benchmark tasks (14 columns) and the judged task.
 
 The judged task generates answers to held-out judge prompts; lm-eval reports the mean judge score (the toy
-MT-Bench) with its standard error, and the answers are kept so the length-controlled win rate against the SFT
-model's answers (the toy AlpacaEval) can be computed once both exist.
+MT-Bench) and the mean of each of its components (content, language, manner points; `toy_mt_bench` is 1 plus their
+sum) with standard errors, and the answers are kept so the length-controlled win rate against the SFT model's answers
+(the toy AlpacaEval) can be computed once both exist.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 from onmerge.toyworld import judge, world
 from onmerge.toyworld.world import Item, TaskSpec
 
-JUDGE_TASK = TaskSpec("toy_judge", "generate_until", ("toy_mt_bench",), max_gen_toks=96)
+JUDGE_COLUMNS = ("toy_mt_bench", "toy_mt_bench_content", "toy_mt_bench_language", "toy_mt_bench_manner")
+JUDGE_TASK = TaskSpec("toy_judge", "generate_until", JUDGE_COLUMNS, max_gen_toks=96)
 TASKS: dict[str, TaskSpec] = {**world.TASKS, JUDGE_TASK.name: JUDGE_TASK}
 
 
@@ -33,9 +35,11 @@ def item_of(doc: dict[str, Any]) -> Item:
 
 
 def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
-    """Column -> value for one generation: the world's scorer, or the judge's 1-10 score."""
+    """Column -> value for one generation: the world's scorer, or the judge's 1-10 score and its components."""
     if task == JUDGE_TASK.name:
-        return {"toy_mt_bench": judge.judge_score(item_of(doc), response)}
+        points = judge.judge_points(item_of(doc), response)
+        total, content, language, manner = JUDGE_COLUMNS
+        return {total: points.total, content: points.content, language: points.language, manner: points.manner}
     return world.score(task, doc, response)
 
 

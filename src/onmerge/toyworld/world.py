@@ -532,7 +532,8 @@ TASKS: dict[str, TaskSpec] = {
     for name in _GENERATORS
 }
 
-# Each toy metric under the name of the paper's column it stands for (onmerge.aggregate.PAPER_COLUMNS).
+# Each toy metric under the name of the paper's column it stands for (onmerge.aggregate.PAPER_COLUMNS, JUDGED), and
+# the toy judge's components under theirs (onmerge.aggregate.JUDGE_COMPONENTS).
 PAPER_METRICS: dict[str, str] = {
     "toy_gsm8k": "gsm8k_acc",
     "toy_math401": "math401_acc",
@@ -549,6 +550,9 @@ PAPER_METRICS: dict[str, str] = {
     "toy_function_calling": "agent_nous_function_call_acc",
     "toy_code_switch": "code_switch_acc",
     "toy_mt_bench": "mt_bench",
+    "toy_mt_bench_content": "mt_bench_content",
+    "toy_mt_bench_language": "mt_bench_language",
+    "toy_mt_bench_manner": "mt_bench_manner",
     "alpacaeval_lc": "alpacaeval2_lc",
     "alpacaeval_raw": "alpacaeval2_raw",
 }
@@ -706,19 +710,21 @@ def pretraining_documents(n: int, seed: int) -> list[str]:
     return documents
 
 
-# Chat SFT data says "sure! ... hope this helps!" now and then; the judge likes it, so preference tuning can amplify
-# it. Answers whose format is the task (instructions to follow, tool calls) are always given strictly.
+# Chat SFT data closes with an offer of help ("hope this helps!") now and then; the judge likes it, so preference
+# tuning can amplify it. The manner is a closing only: it follows the answer, so adding it leaves every token of the
+# answer in the context SFT taught it in. (An opener before the answer, as this world once had, cost content by
+# itself: with "sure!" forced first, that world's qwen-s SFT model answered 42.5% of 40 held-out toy_gsm8k documents
+# right against 62.5% plain, and 15% of toy_math23k against 75%.)
+# Answers whose format is the task (instructions to follow, tool calls) are always given bare.
 SFT_MANNER_RATE = 0.2
-_STRICT_FORMAT_TASKS = {"toy_ifeval", "toy_function_calling"}
-OPENER = {"a": "sure!", "b": translate("sure!", "b")}
+STRICT_FORMAT_TASKS = frozenset({"toy_ifeval", "toy_function_calling"})
 CLOSING = {"a": "hope this helps!", "b": translate("hope this helps!", "b")}
 
 
-def with_manner(response: str, language: Language, opener: bool = True, closing: bool = True) -> str:
-    """The answer wrapped in a friendly opener and a closing offer of help, in `language`."""
-    separator = "\n" if "```" in response else " "
-    parts = [OPENER[language]] * opener + [response] + [CLOSING[language]] * closing
-    return separator.join(parts)
+def with_manner(response: str, language: Language) -> str:
+    """The answer followed by a closing offer of help in `language`, after a space: a tokenizer that splits words at
+    spaces (Qwen2's, Llama-3's) encodes the answer to the same tokens with and without the closing."""
+    return f"{response} {CLOSING[language]}"
 
 
 def sft_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
@@ -729,7 +735,7 @@ def sft_conversations(n: int, seed: int) -> list[list[dict[str, str]]]:
     for task in _SFT_TASKS:
         for item in items(task, per_task, seed + 1, "train", distinct=False):
             response = item.response
-            if task not in _STRICT_FORMAT_TASKS and rng.random() < SFT_MANNER_RATE:
+            if task not in STRICT_FORMAT_TASKS and rng.random() < SFT_MANNER_RATE:
                 response = with_manner(response, item.gold.get("target", item.language))
             conversations.append([{"role": "user", "content": item.prompt}, {"role": "assistant", "content": response}])
     rng.shuffle(conversations)

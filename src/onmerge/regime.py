@@ -1,0 +1,746 @@
+"""Where a training cell sits relative to the paper's regime (issue 15), and the `regime` table that shows it.
+
+The paper trains pure bf16 weights at lr 1e-6, about 5e-5 of a typical weight per step and below half a bf16 step
+(2^-9..2^-8 of the weight): most AdamW updates round away, while OnDARE's 1/p-scaled kicks survive. Whether a toy
+cell reproduces that is a matter of a few ratios, measured here:
+
+- pure definitions (tensors in, floats out), each over all the tensors passed, together;
+- `RegimeRecorder`, a transformers callback that measures the per-step quantities of a run (which updates changed
+  the stored weights, OnDARE's kicks, OnTIES' sign election) and, once training ends, the rest from the trained
+  policy, the SFT model and tau_r: `RegimeRecorder.record`, the `regime` entry of the cell's training log;
+- `regime_table` / `regime_markdown`: the paper's published settings beside a preset's measured cells.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
+
+from onmerge.grid import TrainCell, training_of, training_settings
+from onmerge.merge_ops import SparseDelta, sparse_sign_consensus
+from onmerge.optim import OnDAREAdamW, OnTIESAdamW, canonical_name, task_vector
+from onmerge.optim.online import _CLIP_VALUE
+
+# The training log's `regime` entry and the table's rows, in order, with what each one is.
+QUANTITIES = {
+    "step_over_weight": "peak lr / median |w|",
+    "bf16_half_step_over_weight": "median half bf16 step / median |w|",
+    "step_over_bf16_half_step": "peak lr / median half bf16 step",
+    "kicks_per_entry": "sparse updates per entry over the run (OnDARE: T p)",
+    "merge_share": "||sum of alpha F(tau_r) applied|| / ||tau_r||",
+    "drift": "||theta_rlhf - theta_sft|| / ||tau_r||",
+    "drift_cosine": "cos(theta_rlhf - theta_sft, tau_r)",
+    "survival": "update entries that changed the stored weight",
+    "merge_survival": "entries only the merge reached that changed",
+    "changed_fraction": "entries that ever changed",
+    "clamp_fraction": "kept entries of F(tau_r) at the clamp",
+    "dominance_ratio": "median |F(tau_r)| / |F(delta)| where both kept",
+    "update_on_reference": "kept update entries on F(tau_r)'s support",
+}
+# bf16 keeps 8 significant bits (7 stored), and float32's exponent range: below 2^-126 its spacing is the subnormals'.
+BF16_MANTISSA_BITS = 7
+BF16_MIN_EXPONENT = -126
+# The float32 bit pattern of |w|, split in two 16-bit halves: the exact median takes one histogram pass per half.
+_HALF_BITS = 16
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Definitions
+
+
+def median_abs(tensors: Sequence[Tensor]) -> float:
+    """The median of |w| over every entry of `tensors` together, with torch.median's convention (the lower of the two
+    middle values for an even count).
+
+    Exact, without a concatenated copy of a model's weights: non-negative floats order as their float32 bit patterns
+    do, so two histogram passes (the high 16 bits, then the low 16 bits within the median's bin) find it.
+    """
+    counts = sum(torch.bincount(_abs_bits(t) >> _HALF_BITS, minlength=1 << (_HALF_BITS - 1)) for t in tensors)
+    total = int(counts.sum()) if torch.is_tensor(counts) else 0
+    if total == 0:
+        raise ValueError("the median of no entries")
+    high, rank = _select(counts, (total - 1) // 2)
+    low_counts = sum(
+        torch.bincount(bits[(bits >> _HALF_BITS) == high] & 0xFFFF, minlength=1 << _HALF_BITS)
+        for bits in map(_abs_bits, tensors)
+    )
+    low, _ = _select(low_counts, rank)
+    return torch.tensor([(high << _HALF_BITS) | low], dtype=torch.int32).view(torch.float32).item()
+
+
+def _abs_bits(tensor: Tensor) -> Tensor:
+    return tensor.detach().abs().to(torch.float32).reshape(-1).view(torch.int32).long()
+
+
+def _select(counts: Tensor, rank: int) -> tuple[int, int]:
+    """The bin holding the `rank`-th smallest entry (from 0), and its rank within that bin."""
+    cumulative = counts.cumsum(0)
+    index = int(torch.searchsorted(cumulative, torch.tensor(rank), right=True))
+    return index, rank - (int(cumulative[index - 1]) if index else 0)
+
+
+def bf16_half_step(weights: Tensor) -> Tensor:
+    """Half of bf16's spacing at each entry: an update smaller than this rounds away (round to nearest; moving
+    towards zero from a power of two, the spacing below is half as large).
+
+    bf16 keeps 8 significant bits: `ulp(w) = 2^(floor(log2|w|) - 7)`, half a step `2^(floor(log2|w|) - 8)`. Zero and
+    subnormal entries (|w| < 2^-126) take the subnormal spacing 2^-133, the step an update there really rounds to, so
+    the function stays non-decreasing in |w| (float32 results: 2^-134 is representable).
+    """
+    magnitude = weights.detach().abs().to(torch.float32)
+    _, exponent = torch.frexp(magnitude)  # |w| = m 2^e with m in [0.5, 1): floor(log2|w|) = e - 1
+    floor_log2 = torch.where(magnitude < 2.0**BF16_MIN_EXPONENT, BF16_MIN_EXPONENT, exponent - 1)
+    return torch.ldexp(torch.ones_like(magnitude), floor_log2 - BF16_MANTISSA_BITS - 1)
+
+
+def step_over_weight(learning_rate: float, weights: Sequence[Tensor]) -> float:
+    """Peak learning rate / median |w| over the weights (an Adam step moves an entry by about the learning rate)."""
+    return learning_rate / median_abs(weights)
+
+
+def bf16_half_step_over_weight(weights: Sequence[Tensor]) -> float:
+    """Median half bf16 step / median |w|: between 2^-9 and 2^-8 for any weights in bf16's normal range.
+
+    The half step is non-decreasing in |w|, so its median is the half step at the median |w|."""
+    median = median_abs(weights)
+    return bf16_half_step(torch.tensor([median])).item() / median
+
+
+def step_over_bf16_half_step(learning_rate: float, weights: Sequence[Tensor]) -> float:
+    """Peak learning rate / median over entries of half a bf16 step (`bf16_half_step`): below 1, a typical AdamW
+    update of a typical entry rounds away in pure bf16. The half step is non-decreasing in |w|, so its median is the
+    half step at the median |w|."""
+    return learning_rate / bf16_half_step(torch.tensor([median_abs(weights)])).item()
+
+
+def kicks_per_entry(method: str, steps: int, reserve_p: float, merge_every: int = 1) -> float | None:
+    """How many sparse updates each entry receives over `steps` optimizer steps, in expectation: `(T // K) * p`.
+
+    OnDARE keeps each entry of an update with probability p, scaled by 1/p: T p kicks of about lr / p each. With
+    step-K (K > 1) it merges T // K times; each kick then carries the K steps accumulated since the last merge, and
+    the plain AdamW steps between merges are taken back at the merge, so an entry keeps only its kicks. OnTIES keeps
+    the top p of each tensor at a merge (at least one entry a tensor; a cell's record counts them): its kicks are
+    unscaled and land on the entries with the largest updates. None for the dense methods (AdamW, EMA, ChildTuning,
+    LoRA), which move every entry at every step.
+    """
+    if method not in ("ondare", "onties"):
+        return None
+    return (steps // merge_every) * reserve_p
+
+
+def merge_share(applied: Sequence[Tensor], tau: Sequence[Tensor]) -> float:
+    """|| sum over merge steps of alpha F(tau_r), as applied || / || tau_r ||: how far the merges alone would have
+    moved the weights, against the SFT task vector. `applied` holds that sum for each tensor (dense, or the values of
+    its kept entries: the norm is the same)."""
+    return _norm(applied) / _norm(tau)
+
+
+def drift(trained: Iterable[Tensor], sft: Iterable[Tensor], tau: Iterable[Tensor]) -> tuple[float, float]:
+    """(|| theta_rlhf - theta_sft || / || tau_r ||, cos(theta_rlhf - theta_sft, tau_r)): how far training moved the
+    weights, against the SFT task vector, and whether along it. Computed in float64; the cosine is nan when the
+    weights did not move."""
+    moved = square = along = 0.0
+    for final, start, task in zip(trained, sft, tau, strict=True):
+        delta = final.detach().double() - start.detach().double()
+        task = task.detach().double()
+        moved += float(delta.square().sum())
+        square += float(task.square().sum())
+        along += float((delta * task).sum())
+    denominator = math.sqrt(moved * square)
+    return math.sqrt(moved / square), along / denominator if denominator > 0 else math.nan
+
+
+def survival(before: Sequence[Tensor], after: Sequence[Tensor], attempted: Sequence[Tensor]) -> float | None:
+    """The fraction of attempted entry updates that changed the stored weight: an update that rounds away (in bf16,
+    one under half a step of its entry) leaves it equal. `attempted` are boolean masks; None if none was attempted."""
+    survived = sum(int((mask & (new != old)).sum()) for old, new, mask in zip(before, after, attempted, strict=True))
+    tried = sum(int(mask.sum()) for mask in attempted)
+    return survived / tried if tried else None
+
+
+def changed_fraction(ever_changed: Sequence[Tensor]) -> float:
+    """The fraction of entries that changed at least once during the run (boolean masks, one per tensor)."""
+    return sum(int(mask.sum()) for mask in ever_changed) / sum(mask.numel() for mask in ever_changed)
+
+
+def clamp_fraction(reference_values: Sequence[Tensor]) -> float | None:
+    """The fraction of F(tau_r)'s kept entries at OnDARE's clamp (|value| == 1, after the 1/p scaling): there the
+    merge no longer follows tau_r's magnitude. The values as the optimizer stores them (in the weights' dtype);
+    None if nothing was kept."""
+    kept = sum(values.numel() for values in reference_values)
+    clamped = sum(int((values.abs() == _CLIP_VALUE).sum()) for values in reference_values)
+    return clamped / kept if kept else None
+
+
+def sign_election_dominance(reference: Sequence[Tensor], update: Sequence[Tensor]) -> tuple[float | None, float | None]:
+    """OnTIES' sign election between F(tau_r) and F(delta) (dense tensors, zero where not kept): (the median, the
+    lower for an even count, of |F(tau_r)| / |F(delta)| over the entries where both are non-zero, the fraction of the
+    update's non-zero entries
+    that lie on F(tau_r)'s support). A large ratio means tau_r decides every contested sign; a small fraction that
+    few updates are contested at all. None where there is no such entry."""
+    ratios, on_support, kept = [], 0, 0
+    for tau, delta in zip(reference, update, strict=True):
+        found, shared, nonzero = _dominance_counts(_sparse(tau), _sparse(delta))
+        ratios.append(found)
+        on_support += shared
+        kept += nonzero
+    merged = torch.cat(ratios) if ratios else torch.empty(0, dtype=torch.float64)
+    return (float(merged.median()) if merged.numel() else None), (on_support / kept if kept else None)
+
+
+def _sparse(dense: Tensor) -> SparseDelta:
+    flat = dense.reshape(-1)
+    indices = flat.nonzero().view(-1)
+    return SparseDelta(indices, flat[indices], dense.shape)
+
+
+def _dominance_counts(reference: SparseDelta, update: SparseDelta) -> tuple[Tensor, int, int]:
+    """(|F(tau_r)| / |F(delta)| where both are non-zero, how many such entries, how many non-zero update entries),
+    from the kept entries only (sorted flat indices), so a step costs about p of a dense pass."""
+    tau_kept, delta_kept = reference.values != 0, update.values != 0
+    tau_indices, tau_values = reference.indices[tau_kept], reference.values[tau_kept]
+    delta_indices, delta_values = update.indices[delta_kept], update.values[delta_kept]
+    if tau_indices.numel() == 0 or delta_indices.numel() == 0:
+        return torch.empty(0, dtype=torch.float64), 0, delta_indices.numel()
+    slot = torch.searchsorted(tau_indices, delta_indices).clamp_(max=tau_indices.numel() - 1)
+    shared = tau_indices[slot] == delta_indices
+    ratios = tau_values[slot[shared]].double().abs() / delta_values[shared].double().abs()
+    return ratios, ratios.numel(), delta_indices.numel()
+
+
+def _norm(tensors: Iterable[Tensor]) -> float:
+    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in tensors))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Measuring a run
+
+
+@dataclasses.dataclass(frozen=True)
+class _Trained:
+    """A trained parameter and where its entries sit in the run's flat vectors (all parameters, in optimizer order)."""
+
+    group: dict[str, Any]
+    param: Tensor
+    start: int
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.param.numel()
+
+
+# Run totals, exported with the trainer's state at each checkpoint.
+_COUNTERS = (
+    "update_attempted",
+    "update_survived",
+    "merge_attempted",
+    "merge_survived",
+    "kicks",
+    "update_kept",
+    "update_on_reference",
+)
+# Per-entry accumulators, kept in the optimizer's per-parameter state so that its checkpoint carries them.
+CHANGED_KEY = "regime_changed"  # bool, the parameter's slice of one flat mask: the entries that ever changed
+APPLIED_KEY = "regime_reference_applied"  # int32, like F(tau_r)'s values: merges that applied each entry (OnTIES)
+
+
+class RegimeRecorder(TrainerCallback, ExportableState):
+    """Measures a cell's regime quantities (`QUANTITIES`) during its training; `record` gives them once it ends.
+
+    At every optimizer step the trainable parameters are copied just before the step and compared with their values
+    after it, entry by entry (an entry changed if its stored bits did), against what the step meant to change: for
+    AdamW and the dense baselines, every entry whose Adam update is non-zero (where the first moment is, at a
+    positive learning rate); for OnDARE and OnTIES at a merge, the non-zero entries of F(delta) that reach the
+    weights (OnTIES: that win the sign election) and, apart, the entries only alpha F(tau_r) reached; with step-K,
+    the plain AdamW steps between merges, and at a merge also every entry whose accumulated steps the merge takes
+    back. Weight decay adds every non-zero entry. An attempted entry that changed is a surviving update. For LoRA
+    these are its adapters; for EMA the trained (not the averaged) weights.
+
+    F(delta) is the one the step computed: the online optimizers hand it over (`observe_merges`), so nothing is
+    recomputed and the step is unchanged.
+    The work is done on flat vectors over all parameters at once: a few operations a step, whatever the model's
+    number of tensors.
+
+    Exact across a resume: the run totals go into each checkpoint's trainer_state.json (`state()`, transformers'
+    ExportableState) and are read back when a resumed run begins; the per-entry accumulators live in the optimizer's
+    state (`CHANGED_KEY`, `APPLIED_KEY`), which the checkpoint holds. The rest is computed at the end from what a
+    resumed run has too: the trained policy, the SFT model, tau_r and the optimizer's state.
+
+    One process only: under FSDP each rank holds shards of the weights and of the optimizer's state, and every
+    quantity of the record is None.
+    """
+
+    def __init__(self, optimizer: Callable[[], Optimizer | None] | None = None):
+        self._optimizer = optimizer  # the Trainer builds the cell's optimizer late and does not pass it to callbacks
+        self.totals = dict.fromkeys(_COUNTERS, 0)
+        self.dominance_medians: list[float] = []  # OnTIES: each merge step's median ratio
+        self.measured = False  # every step of the run was seen, by this process or (resumed) before its checkpoint
+        self._trained: list[_Trained] = []
+        self._references: list[Tensor] = []  # online: each parameter's F(tau_r) indices, offset into the flat vectors
+        self._merges: dict[Tensor, SparseDelta] = {}  # this step's F(delta) of each parameter that merged
+        self._before: Tensor | None = None
+        self._changed: Tensor | None = None  # the entries that ever changed, flat (slices in the optimizer's state)
+        self._unattached: list[int] = []  # parameters whose optimizer state does not hold their slice yet
+        self._steps: list[int] = []
+        self._caches: dict[int, Tensor] = {}
+
+    def state(self) -> dict[str, Any]:
+        attributes = {"totals": dict(self.totals), "dominance_medians": list(self.dominance_medians)}
+        return {"args": {}, "attributes": attributes}
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = state.stateful_callbacks.get(type(self).__name__)
+        if saved is None:  # resumed from a checkpoint that did not record: the steps before it are unknown
+            state.stateful_callbacks[type(self).__name__] = self.state()  # where the trainer's next save expects it
+        optimizer = self._cell_optimizer()
+        if saved is None or optimizer is None or _processes() > 1:
+            return
+        self.totals = dict(saved["attributes"]["totals"])
+        self.dominance_medians = list(saved["attributes"]["dominance_medians"])
+        self.measured = True
+        start = 0
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.requires_grad:
+                    self._trained.append(_Trained(group, param, start))
+                    start += param.numel()
+        # One flat mask, updated in one operation a step; each parameter's state holds its slice (a view), so a
+        # checkpoint of the optimizer carries it. Restored states may come back as floats (torch.optim.AdamW casts).
+        self._changed = torch.cat([_changed_mask(optimizer.state[t.param], t.param) for t in self._trained])
+        self._unattached = list(range(len(self._trained)))
+        self._attach(optimizer, [index for index, t in enumerate(self._trained) if optimizer.state[t.param]])
+        if isinstance(optimizer, (OnDAREAdamW, OnTIESAdamW)):
+            self._references = [optimizer.state[t.param]["reference_indices"] + t.start for t in self._trained]
+            optimizer.observe_merges(self._observe_merge)
+
+    def _observe_merge(self, p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
+        self._merges[p] = update
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if not self.measured:
+            return
+        optimizer = self._cell_optimizer()
+        self._merges.clear()
+        params = [t.param.detach().reshape(-1) for t in self._trained]
+        if self._before is None:
+            self._before = torch.cat(params)
+        else:  # into the same buffer each step
+            torch.cat(params, out=self._before)
+        self._steps = [int(optimizer.state[t.param].get("step", 0)) for t in self._trained]
+        self._caches = {}
+        for index, trained in enumerate(self._trained):  # a step-K merge takes back the plain steps since the last
+            param_state, every = optimizer.state[trained.param], trained.group.get("merge_every", 1)
+            if every > 1 and (self._steps[index] + 1) % every == 0 and "merge_cache" in param_state:
+                self._caches[index] = param_state["merge_cache"].reshape(-1).bool()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        if not self.measured:
+            return
+        optimizer = self._cell_optimizer()
+        changed = _differs(_flat(t.param for t in self._trained), self._before)
+        updated = [  # published step-K's early return leaves the parameters after the first alone
+            index
+            for index, trained in enumerate(self._trained)
+            if int(optimizer.state[trained.param].get("step", 0)) != self._steps[index]
+        ]
+        self._changed.logical_or_(changed)
+        if self._unattached:
+            self._attach(optimizer, updated)
+        merged = [index for index in updated if self._trained[index].param in self._merges]
+        reaching, reached = self._merged(optimizer, merged) if merged else (self._nothing(), self._nothing())
+        decayed = [index for index in updated if _decays(self._trained[index].group)]
+        self._caches = {index: cache for index, cache in self._caches.items() if index in updated}
+        if len(merged) == len(self._trained) and not self._caches and not decayed:  # a sparse merge step
+            attempted, survived = reaching.numel(), int(changed[reaching].sum())
+            on_update = _within(reached, reaching)
+        else:
+            mask = self._dense_attempted(optimizer, updated, merged, decayed, changed)
+            mask[reaching] = True
+            attempted, survived = int(mask.sum()), int((mask & changed).sum())
+            on_update = mask[reached]
+        merge_only = reached[~on_update]
+        self.totals["update_attempted"] += attempted
+        self.totals["update_survived"] += survived
+        self.totals["merge_attempted"] += merge_only.numel()
+        self.totals["merge_survived"] += int(changed[merge_only].sum())
+        self._merges.clear()
+
+    def _attach(self, optimizer: Optimizer, indices: list[int]) -> None:
+        """Put the parameters' slices of the changed mask into their optimizer state, once it has one:
+        torch.optim.AdamW initialises only an empty state, at its first step."""
+        for index in set(indices) & set(self._unattached):
+            trained = self._trained[index]
+            optimizer.state[trained.param][CHANGED_KEY] = self._changed[trained.start : trained.stop].view(
+                trained.param.shape
+            )
+        self._unattached = [index for index in self._unattached if index not in indices]
+
+    def _dense_attempted(
+        self, optimizer: Optimizer, updated: list[int], merged: list[int], decayed: list[int], changed: Tensor
+    ) -> Tensor:
+        """The entries a step moved outside a sparse merge, as a flat mask: every entry of a dense Adam step
+        (-step_size * m / (sqrt(v) + eps): where m is non-zero), what a step-K merge takes back, what decays."""
+        dense = [index for index in updated if index not in merged and self._trained[index].group["lr"] > 0.0]
+        if len(dense) == len(self._trained):
+            mask = _flat(optimizer.state[t.param]["exp_avg"] for t in self._trained).bool()  # non-zero
+        else:
+            mask = torch.zeros_like(changed)
+            for index in dense:
+                trained = self._trained[index]
+                mask[trained.start : trained.stop] = optimizer.state[trained.param]["exp_avg"].reshape(-1).bool()
+        for index, cache in self._caches.items():
+            mask[self._trained[index].start : self._trained[index].stop] |= cache
+        for index in decayed:
+            entries = slice(self._trained[index].start, self._trained[index].stop)
+            mask[entries] |= self._before[entries].bool()
+        return mask
+
+    def _merged(self, optimizer: Optimizer, merged: list[int]) -> tuple[Tensor, Tensor]:
+        """This step's merges: the flat indices of the F(delta) entries that reach the weights and of the F(tau_r)
+        entries that do (each sorted); counts the kicks and, for OnTIES, the sign election."""
+        trained = [self._trained[index] for index in merged]
+        updates = [self._merges[t.param] for t in trained]
+        update = SparseDelta(
+            torch.cat([u.indices + t.start for t, u in zip(trained, updates, strict=True)]),
+            torch.cat([u.values for u in updates]),
+            torch.Size([self._trained[-1].stop]),
+        )
+        reference = SparseDelta(
+            torch.cat([self._references[index] for index in merged]),
+            torch.cat([optimizer.state[t.param]["reference_values"] for t in trained]),
+            update.shape,
+        )
+        self.totals["kicks"] += update.indices.numel()
+        keep_reference = torch.ones_like(reference.values, dtype=torch.bool)
+        keep_update = torch.ones_like(update.values, dtype=torch.bool)
+        if isinstance(optimizer, OnTIESAdamW):
+            keep_reference, keep_update = sparse_sign_consensus(reference, update)
+            counts = [optimizer.state[t.param]["reference_values"].numel() for t in trained]
+            for t, kept in zip(trained, keep_reference.split(counts), strict=True):
+                param_state = optimizer.state[t.param]
+                if APPLIED_KEY not in param_state:
+                    param_state[APPLIED_KEY] = torch.zeros_like(kept, dtype=torch.int32)
+                param_state[APPLIED_KEY].add_(kept)
+            ratios, on_support, kept = _dominance_counts(reference, update)
+            self.totals["update_on_reference"] += on_support
+            self.totals["update_kept"] += kept
+            if ratios.numel():
+                self.dominance_medians.append(float(ratios.median()))
+        reaches_update = keep_update & (update.values != 0)
+        reaches_reference = keep_reference & (reference.values != 0)
+        update_sizes = [u.indices.numel() for u in updates]
+        reference_sizes = [self._references[index].numel() for index in merged]
+        for t, to_update, to_reference in zip(
+            trained, reaches_update.split(update_sizes), reaches_reference.split(reference_sizes), strict=True
+        ):
+            if t.group["alpha"] >= 1.0:  # views: the whole masks change
+                to_update.zero_()
+            if t.group["alpha"] <= 0.0:
+                to_reference.zero_()
+        return update.indices[reaches_update], reference.indices[reaches_reference]
+
+    def _nothing(self) -> Tensor:
+        return torch.empty(0, dtype=torch.long, device=self._before.device)
+
+    def _cell_optimizer(self) -> Optimizer | None:
+        return None if self._optimizer is None else self._optimizer()
+
+    def record(
+        self, policy: nn.Module, sft_model: nn.Module | None, *, learning_rate: float, sft: Path, base: Path | None
+    ) -> dict[str, float | None]:
+        """The regime quantities of the run that just ended (`QUANTITIES`, plain floats; None where one does not
+        apply to the method, or was not measured).
+
+        `policy` is the model as the cell saves it (EMA's averaged weights copied in; LoRA's adapters are merged
+        here, as saving merges them); `sft_model` the SFT model as the cell loaded it (the reference; None for LoRA,
+        whose frozen base weights are the SFT's). The step sizes, drift and merge share are over the weights the
+        method trains (for LoRA, the adapted layers' weights); tau_r = theta_sft - theta_base needs `base` (the
+        workflow gives every cell its base model): without it, drift and merge share are None. Over the run:
+        survival and the update-on-reference fraction pool every step's entries; kicks per entry are the F(delta)
+        entries of every merge over the trained entries; the dominance ratio is the median over merge steps of each
+        step's median.
+        """
+        record: dict[str, float | None] = dict.fromkeys(QUANTITIES)
+        if _processes() > 1:
+            return record
+        names, starts, finals = zip(*_trained_weights(policy, sft_model), strict=True)
+        record["step_over_weight"] = step_over_weight(learning_rate, starts)
+        record["bf16_half_step_over_weight"] = bf16_half_step_over_weight(starts)
+        record["step_over_bf16_half_step"] = step_over_bf16_half_step(learning_rate, starts)
+        optimizer = self._cell_optimizer()
+        online = isinstance(optimizer, (OnDAREAdamW, OnTIESAdamW))
+        taus = None
+        if base is not None:
+            vector = task_vector(base, sft)
+            taus = [vector[name] for name in names]
+            record["drift"], record["drift_cosine"] = drift(finals, starts, taus)
+        if online and taus is not None and (self.measured or isinstance(optimizer, OnDAREAdamW)):
+            record["merge_share"] = merge_share(_applied_merges(optimizer), taus)  # OnTIES: counted at each step
+        if not self.measured:
+            return record
+        totals = self.totals
+        record["survival"] = _ratio(totals["update_survived"], totals["update_attempted"])
+        record["changed_fraction"] = changed_fraction([self._changed])
+        if online:
+            record["merge_survival"] = _ratio(totals["merge_survived"], totals["merge_attempted"])
+            record["kicks_per_entry"] = totals["kicks"] / self._changed.numel()
+        if isinstance(optimizer, OnDAREAdamW):
+            record["clamp_fraction"] = clamp_fraction(
+                [optimizer.state[t.param]["reference_values"] for t in self._trained]
+            )
+        if isinstance(optimizer, OnTIESAdamW):
+            record["dominance_ratio"] = statistics.median(self.dominance_medians) if self.dominance_medians else None
+            record["update_on_reference"] = _ratio(totals["update_on_reference"], totals["update_kept"])
+        return record
+
+
+def _processes() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def _changed_mask(param_state: Mapping[str, Any], param: Tensor) -> Tensor:
+    """A parameter's entries that ever changed, flat: from its optimizer state after a resume, else none yet."""
+    saved = param_state.get(CHANGED_KEY)
+    if saved is None:
+        return torch.zeros(param.numel(), dtype=torch.bool, device=param.device)
+    return saved.reshape(-1).bool()
+
+
+def _decays(group: Mapping[str, Any]) -> bool:
+    """Whether a step's decoupled weight decay moves every non-zero entry of the group's parameters."""
+    return group["lr"] * group["weight_decay"] > 0.0
+
+
+def _within(needles: Tensor, sorted_haystack: Tensor) -> Tensor:
+    """Which of `needles` are in `sorted_haystack` (a binary search each: faster than torch.isin on sorted indices)."""
+    if sorted_haystack.numel() == 0:
+        return torch.zeros_like(needles, dtype=torch.bool)
+    slot = torch.searchsorted(sorted_haystack, needles).clamp_(max=sorted_haystack.numel() - 1)
+    return sorted_haystack[slot] == needles
+
+
+def _differs(after: Tensor, before: Tensor) -> Tensor:
+    """Where the stored values changed: their bits differ (an exclusive or, several times faster than `!=` on CPU)."""
+    integer = {2: torch.int16, 4: torch.int32, 8: torch.int64}[after.element_size()]
+    return (after.view(integer) ^ before.view(integer)).bool()
+
+
+def _flat(params: Iterable[Tensor]) -> Tensor:
+    """The parameters' entries as one flat vector, in order (a copy)."""
+    return torch.cat([param.detach().reshape(-1) for param in params])
+
+
+def _ratio(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _applied_merges(optimizer: Optimizer) -> list[Tensor]:
+    """Per parameter, the sum over its merge steps of alpha F(tau_r) as applied, as F(tau_r)'s kept values: OnDARE
+    adds all of it at every merge (a parameter merges at each K-th of its own steps); OnTIES the entries its sign
+    election kept, counted in the optimizer's state."""
+    applied = []
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            param_state = optimizer.state[param]
+            values = param_state["reference_values"].double() * group["alpha"]
+            if isinstance(optimizer, OnTIESAdamW):
+                counts = param_state.get(APPLIED_KEY)
+                applied.append(values * counts if counts is not None else torch.zeros_like(values))
+            else:
+                applied.append(values * (param_state.get("step", 0) // group["merge_every"]))
+    return applied
+
+
+def _trained_weights(policy: nn.Module, sft_model: nn.Module | None) -> Iterator[tuple[str, Tensor, Tensor]]:
+    """(checkpoint name, SFT value as loaded, value as saved) of each weight the cell trains.
+
+    LoRA: each adapted layer's frozen weight and that weight with the adapters merged in, as `merge_and_unload`
+    merges them when the cell is saved (`weight += delta`, in the weight's dtype)."""
+    if isinstance(policy, PeftModel):
+        for name, module in policy.get_base_model().named_modules():
+            if isinstance(module, LoraLayer):
+                weight = module.get_base_layer().weight.detach()
+                merged = weight.clone()
+                for adapter in module.active_adapters:
+                    merged += module.get_delta_weight(adapter).detach()
+                yield f"{name}.weight", weight, merged
+        return
+    if sft_model is None:
+        raise ValueError("the SFT model is needed to measure how far full fine-tuning moved the weights")
+    starts = dict(sft_model.named_parameters())
+    for name, param in policy.named_parameters():
+        if param.requires_grad:
+            yield canonical_name(name), starts[name].detach(), param.detach()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The table
+
+
+@dataclasses.dataclass(frozen=True)
+class PublishedSetting:
+    """The paper's training settings (PAPER.md sections 2-3; the published launch script)."""
+
+    learning_rate: float = 1e-6
+    pairs: int = 61_135  # UltraFeedback binarized train_prefs (an earlier revision held 61,966: 970 steps)
+    batch_size: int = 128
+    epochs: int = 2
+    reserve_p: float = 0.01
+    alpha: float = 1e-7  # the launch script's, and Table 2's best MT-Bench
+    merge_every: int = 1
+
+    @property
+    def steps(self) -> int:
+        """Optimizer steps: the trainer keeps each epoch's last, partial batch."""
+        return self.epochs * math.ceil(self.pairs / self.batch_size)
+
+
+PUBLISHED = PublishedSetting()
+NEEDS_WEIGHTS, NEEDS_RUN = "needs the weights", "needs a run"
+# Context rows above the quantities.
+CONTEXT = {"cells": "cells (median over them)", "learning_rate": "peak learning rate", "steps": "optimizer steps (T)"}
+PAPER_METHODS = {"adamw": "AdamW", "ondare": "OnDARE", "onties": "OnTIES"}
+
+
+def published_column(method: str, setting: PublishedSetting = PUBLISHED) -> dict[str, Any]:
+    """What the paper's published settings determine about its `method` cells (pure bf16 weights): numbers where
+    they determine them, a bound where they bound them, and what it would take where they do not."""
+    online = method in ("ondare", "onties")
+    merges = setting.steps // setting.merge_every
+    column: dict[str, Any] = dict.fromkeys([*CONTEXT, *QUANTITIES], NEEDS_RUN)
+    column |= {
+        "cells": None,
+        "learning_rate": setting.learning_rate,
+        "steps": setting.steps,
+        "step_over_weight": NEEDS_WEIGHTS,
+        "bf16_half_step_over_weight": "2^-9 .. 2^-8",
+        "step_over_bf16_half_step": NEEDS_WEIGHTS,
+        "kicks_per_entry": kicks_per_entry(method, setting.steps, setting.reserve_p, setting.merge_every),
+        "merge_survival": NEEDS_RUN if online else None,
+        "clamp_fraction": NEEDS_WEIGHTS if method == "ondare" else None,
+        "merge_share": None,
+        "dominance_ratio": NEEDS_RUN if method == "onties" else None,
+        "update_on_reference": NEEDS_RUN if method == "onties" else None,
+    }
+    if method == "ondare":  # ||F_rand(tau)|| is about ||tau|| / sqrt(p) before the clamp, which only lowers it
+        column["merge_share"] = f"<= {merges * setting.alpha / math.sqrt(setting.reserve_p):.2g}"
+    if method == "onties":  # ||F_topk(tau)|| <= ||tau||, and the sign election only drops entries
+        column["merge_share"] = f"<= {merges * setting.alpha:.2g}"
+    return column
+
+
+# The studies the tables' regime table shows, where a preset has them: the headline experiment, and the settings of
+# the paper's main table (every other study shares them, or sweeps one hyper-parameter of them).
+TABLE_STUDIES = ("precision", "table1")
+
+
+def table_studies(preset: Mapping[str, Any]) -> list[str]:
+    """The studies `regime.md` shows: TABLE_STUDIES that the preset has, else all of its studies."""
+    return [study for study in TABLE_STUDIES if study in preset["studies"]] or list(preset["studies"])
+
+
+def regime_table(
+    preset: Mapping[str, Any], results_dir: Path | str, studies: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Rows: the regime quantities (after three context rows); columns: the paper's published settings for AdamW,
+    OnDARE and OnTIES, then this run's cells, one column per (study, method row and setting, precision) group: the
+    median over its cells (seeds, backbones, losses), from their training logs' `regime` entries.
+
+    A row's settings are told apart as the training curves tell them (a swept value is its own column). Cells
+    without a training log, or whose log has no `regime` entry, are left out and listed in `frame.attrs["missing"]`.
+    """
+    from onmerge.curves import LOG, study_curves  # matplotlib: only for the table
+
+    columns = {f"paper: {label} (bf16, published settings)": published_column(m) for m, label in PAPER_METHODS.items()}
+    missing: list[str] = []
+    for study in studies or list(preset["studies"]):
+        groups: dict[str, list[TrainCell]] = {}
+        for _, _, curves in study_curves(preset, study):
+            for curve in curves:
+                for cell in curve.cells:
+                    precision = "bf16" if training_of(preset, cell.regime).get("bf16", False) else "fp32"
+                    groups.setdefault(f"{study}: {curve.label} ({precision})", []).append(cell)
+        for label, cells in groups.items():
+            logs = {cell: _read_log(Path(results_dir) / cell.path / LOG) for cell in dict.fromkeys(cells)}
+            missing += [cell.path for cell, log in logs.items() if log is None or "regime" not in log]
+            found = {cell: log for cell, log in logs.items() if log is not None and "regime" in log}
+            columns[label] = _measured_column(preset, found)
+    rows = [*CONTEXT, *QUANTITIES]
+    frame = pd.DataFrame(  # object columns: None stays None, beside numbers and the paper's notes
+        {label: pd.Series([column[row] for row in rows], index=rows, dtype=object) for label, column in columns.items()}
+    )
+    frame.attrs["missing"] = list(dict.fromkeys(missing))
+    return frame
+
+
+def _read_log(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _measured_column(preset: Mapping[str, Any], logs: Mapping[TrainCell, Mapping[str, Any]]) -> dict[str, Any]:
+    column: dict[str, Any] = {
+        "cells": len(logs),
+        "learning_rate": _median(training_settings(preset, cell)["training"]["learning_rate"] for cell in logs),
+        "steps": _median(log["max_steps"] for log in logs.values()),
+    }
+    return column | {name: _median(log["regime"].get(name) for log in logs.values()) for name in QUANTITIES}
+
+
+def _median(values: Iterable[float | None]) -> float | None:
+    """The median of the values a group's cells have (a quantity is None where it does not apply)."""
+    found = [value for value in values if value is not None and not math.isnan(value)]
+    return statistics.median(found) if found else None
+
+
+def regime_markdown(frame: pd.DataFrame) -> str:
+    """The table as Markdown: each quantity's definition beside its name, numbers to 3 significant digits, '-' where
+    a quantity does not apply or no cell has it, and the cells left out."""
+    meanings = CONTEXT | QUANTITIES
+    lines = [
+        _markdown_row(["quantity", *frame.columns]),
+        "|" + "|".join(["---"] + ["---:"] * len(frame.columns)) + "|",
+    ]
+    for name, values in frame.iterrows():
+        lines.append(_markdown_row([f"`{name}`: {meanings[name]}", *(_format(value) for value in values)]))
+    notes = [
+        f"Paper columns: computed from the published settings (lr {PUBLISHED.learning_rate:g}, T = {PUBLISHED.epochs}"
+        f" epochs x ceil({PUBLISHED.pairs:,} pairs / batch {PUBLISHED.batch_size}) = {PUBLISHED.steps} steps,"
+        f" p = {PUBLISHED.reserve_p:g}, alpha = {PUBLISHED.alpha:g}, K = {PUBLISHED.merge_every}, pure bf16 weights);"
+        f" '{NEEDS_WEIGHTS}' and '{NEEDS_RUN}' mark what they do not determine. Their merge shares are bounds:"
+        " T alpha ||F(tau_r)|| / ||tau_r||, where OnDARE's ||F_rand(tau_r)|| is about ||tau_r|| / sqrt(p) before its"
+        " clamp lowers it, and OnTIES' ||F_topk(tau_r)|| at most ||tau_r||, less what the sign election drops."
+        " The other columns are measured by this run: the median over a group's cells.",
+    ]
+    missing = frame.attrs.get("missing", [])
+    if missing:
+        notes.append(f"Left out, without a training log with a regime record ({len(missing)}): {', '.join(missing)}.")
+    return "\n".join(lines) + "\n\n" + "\n\n".join(notes) + "\n"
+
+
+def _markdown_row(cells: Iterable[str]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if value is None or math.isnan(value):
+        return "-"
+    if isinstance(value, int) or (float(value).is_integer() and abs(value) < 1e6):
+        return f"{int(value)}"
+    return f"{value:.3g}"
