@@ -97,7 +97,7 @@ def test_the_precision_study_trains_four_rows_in_two_regimes_three_seeds_and_two
     # The precision study's cells are apart from every other study's: another regime is another path.
     assert not _study_paths(toy, "precision") & _study_paths(toy, "table1") - {"qwen-s/sft"}
     settings = grid.training_settings(toy, dropout)["training"]
-    assert (settings["learning_rate"], settings["batch_size"], settings["bf16"]) == (1.8e-5, 2, False)
+    assert (settings["learning_rate"], settings["batch_size"], settings["bf16"]) == (3.6e-5, 2, False)
     bf16 = next(m for m in cells if m.regime == "small-step-bf16")
     assert grid.training_settings(toy, bf16)["training"]["bf16"] is True
     assert grid.training_settings(toy, bf16)["training"]["epochs"] == toy["training"]["epochs"]  # not overridden

@@ -120,7 +120,7 @@ def test_the_toy_preset_plans_every_claim_from_its_studies():
     }
     headline = planned["C2"][0]
     assert headline.terms[0][1] == tuple(
-        f"qwen-s/regime~small-step-bf16/dpo/onties/beta~0.1_p~0.01_alpha~1.8e-06_k~1/seed~{s}" for s in range(3)
+        f"qwen-s/regime~small-step-bf16/dpo/onties/beta~0.1_p~0.01_alpha~3.6e-06_k~1/seed~{s}" for s in range(3)
     )
     assert headline.terms[1][1] == tuple(f"qwen-s/regime~small-step-bf16/dpo/adamw/beta~0.1/seed~{s}" for s in range(3))
     assert headline.label == "OnTIES - AdamW (small-step-bf16)"

@@ -428,7 +428,7 @@ JUDGE_NOTE = (
 
 def regime_title(preset: Mapping[str, Any], regime: str) -> str:
     """A regime (or `training`, the preset's own settings) as the tables name it: its name and what sets it apart,
-    e.g. `small-step-bf16 (lr 1.8e-05, pure bf16)`."""
+    e.g. `small-step-bf16 (lr 3.6e-05, pure bf16)`."""
     settings = preset.get("regimes", {}).get(regime, {})
     precision = "pure bf16" if settings.get("bf16", preset["training"].get("bf16")) else "fp32"
     learning_rate = settings.get("learning_rate", preset["training"]["learning_rate"])
