@@ -340,21 +340,30 @@ def test_a_merged_cell_run_again_gives_byte_identical_weights_and_metrics(smoke_
 @pytest.mark.slow
 def test_a_config_change_reruns_exactly_the_cells_it_affects(smoke_run, tmp_path):
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
-    preset["methods"]["ondare"]["alpha"] = 2e-3  # one method's hyper-parameter: a new cell, nothing else
+    preset["methods"]["ondare"]["alpha"] = 2e-3  # one method's hyper-parameter: a new cell in each study, no more
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
     changed = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
     assert changed.returncode == 0, changed.stderr
     after_training = {"aggregate": 1, "tables": 1, "verdicts": 1, "figures": 1, "provenance": 1, "all": 1}
-    assert job_counts(changed.stdout) == {"train": 1, "evaluate": 1, "judge": 1} | after_training
+    assert job_counts(changed.stdout) == {"train": 2, "evaluate": 2, "judge": 2} | after_training  # table1, precision
     assert "qwen-s/dpo/ondare/beta~0.1_p~0.1_alpha~0.002_k~1/seed~0/model" in changed.stdout
+    assert "qwen-s/regime~small-step-bf16/dpo/ondare/beta~0.1_p~0.1_alpha~0.002_k~1/seed~0/model" in changed.stdout
 
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
     preset["training"]["warmup_steps"] = 2  # shared by every training cell: those, and what is built on them
     (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
     shared = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
     assert shared.returncode == 0, shared.stderr
-    # 2 trainings, 3 merges of the AdamW cell, and the 5 models' evaluations; the SFT reference is untouched
-    assert job_counts(shared.stdout) == {"train": 2, "merge": 3, "evaluate": 5, "judge": 5} | after_training
+    # 5 trainings (the precision study's regime keeps the warm-up), 3 merges of the AdamW cell, and the 8 models'
+    # evaluations; the SFT reference is untouched
+    assert job_counts(shared.stdout) == {"train": 5, "merge": 3, "evaluate": 8, "judge": 8} | after_training
+
+    preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
+    preset["regimes"]["small-step-bf16"]["learning_rate"] = 2e-4  # a regime's setting: its cells only
+    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(preset))
+    regime = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=smoke_run)
+    assert regime.returncode == 0, regime.stderr
+    assert job_counts(regime.stdout) == {"train": 3, "evaluate": 3, "judge": 3} | after_training
 
 
 @pytest.mark.slow
