@@ -28,6 +28,7 @@ from onmerge.grid import (
     offline_merges,
     seed_replicates,
     study_regimes,
+    training_of,
 )
 from onmerge.paired import PairedBootstrap
 
@@ -374,6 +375,19 @@ def precision_table(results: Results, preset: Mapping[str, Any], bootstrap: Pair
     return differences(pd.DataFrame(records), bootstrap, "precision", within=("group",))
 
 
+def interpolation_curve(
+    preset: Mapping[str, Any], study: Mapping[str, Any], backbone: str, method: str
+) -> list[tuple[float, Candidate]]:
+    """An interpolation study's curve for one method: (weight, its models, one per seed the study merges) from the
+    SFT model (0) through the linear merges at each `interpolate` weight, in order, to the RLHF row itself (1)."""
+    seeds = study.get("seeds", preset["seeds"])
+    rlhf = tuple(cell for cell in row_candidates(preset, study, backbone, "dpo", method)[0] if cell.seed in seeds)
+    weights = sorted(float(weight) for weight in study["interpolate"])
+    curve: list[tuple[float, Candidate]] = [(0.0, (Checkpoint(backbone, "sft"),))]
+    curve += [(w, tuple(MergeCell(cell, "linear", (("weight", w),)) for cell in rlhf)) for w in weights]
+    return [*curve, (1.0, rlhf)]
+
+
 def judge_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
     """The toy judge's total beside its components and the Benchmark Avg.: along the interpolation curve (SFT ->
     AdamW), and for the precision study's rows. The world's manner channel costs no content by construction, so a
@@ -382,25 +396,18 @@ def judge_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:
     studies = preset["studies"]
     if "interpolation" in studies:
         study = studies["interpolation"]
-        seeds = study.get("seeds", preset["seeds"])
         for backbone, method in itertools.product(study["backbones"], study["methods"]):
-            label = row_label(preset, method)
-            for candidate in row_candidates(preset, study, backbone, "dpo", method) or []:
-                cells = tuple(cell for cell in candidate if cell.seed in seeds)  # the seeds the study merges
-                points = [("reference", "SFT (w = 0)", [(Checkpoint(backbone, "sft"),)])]
-                points += [
-                    (
-                        f"w{w:g}",
-                        f"linear merge, w = {w:g}",
-                        [tuple(MergeCell(c, "linear", (("weight", float(w)),)) for c in cells)],
-                    )
-                    for w in study["interpolate"]
-                ]
-                points.append((method, f"{label} (w = 1)", [cells]))
-                for row, row_text, candidates in points:
-                    records += _row_records(
-                        results, "judge", backbone, "interpolation", row, row_text, candidates, JUDGE_COLUMNS, SELECT_BY
-                    )
+            curve = interpolation_curve(preset, study, backbone, method)
+            for position, (weight, models) in enumerate(curve):
+                if position == 0:
+                    row, text = "reference", "SFT (w = 0)"
+                elif position == len(curve) - 1:
+                    row, text = method, f"{row_label(preset, method)} (w = 1)"
+                else:
+                    row, text = f"w{weight:g}", f"linear merge, w = {weight:g}"
+                records += _row_records(
+                    results, "judge", backbone, "interpolation", row, text, [models], JUDGE_COLUMNS, SELECT_BY
+                )
     if "precision" in studies:
         study = studies["precision"]
         for backbone, regime, row in itertools.product(study["backbones"], study_regimes(study), study["methods"]):
@@ -429,10 +436,9 @@ JUDGE_NOTE = (
 def regime_title(preset: Mapping[str, Any], regime: str) -> str:
     """A regime (or `training`, the preset's own settings) as the tables name it: its name and what sets it apart,
     e.g. `small-step-bf16 (lr 3.6e-05, pure bf16)`."""
-    settings = preset.get("regimes", {}).get(regime, {})
-    precision = "pure bf16" if settings.get("bf16", preset["training"].get("bf16")) else "fp32"
-    learning_rate = settings.get("learning_rate", preset["training"]["learning_rate"])
-    return f"{regime} (lr {learning_rate:g}, {precision})"
+    settings = training_of(preset, regime if regime in preset.get("regimes", {}) else None)
+    precision = "pure bf16" if settings.get("bf16") else "fp32"
+    return f"{regime} (lr {settings['learning_rate']:g}, {precision})"
 
 
 def sweep_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFrame:

@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from onmerge import tables
-from onmerge.grid import Checkpoint, MergeCell, study_regimes, toy_backbone, training_of
+from onmerge.grid import Checkpoint, study_regimes, toy_backbone, training_of
 from onmerge.paired import PairedBootstrap, Term
 
 FAMILY_LEVEL = 0.95  # each claim's comparisons together
@@ -167,16 +167,10 @@ def _interpolation(context: Context, study: str) -> list[Comparison]:
     comparisons = []
     for backbone in spec["backbones"]:
         for method in spec["methods"]:
-            seeds = spec.get("seeds", context.preset["seeds"])  # the seeds this study merges
-            rlhf = [
-                cell
-                for cell in tables.row_candidates(context.preset, spec, backbone, "dpo", method)[0]
-                if cell.seed in seeds
+            curve = [
+                (weight, _paths(models))
+                for weight, models in tables.interpolation_curve(context.preset, spec, backbone, method)
             ]
-            weights = sorted(float(weight) for weight in spec["interpolate"])
-            curve = [(0.0, (Checkpoint(backbone, "sft").path,))]
-            curve += [(w, tuple(MergeCell(cell, "linear", (("weight", w),)).path for cell in rlhf)) for w in weights]
-            curve.append((1.0, _paths(rlhf)))
             nearest_sft, rlhf_paths = curve[1], curve[-1][1]
             for metric, expected in (("benchmark_avg", HIGHER), ("mt_bench", LOWER)):
                 label = f"{_label(context, method)} merged at weight {nearest_sft[0]:g} - {_label(context, method)}"
