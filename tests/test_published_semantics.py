@@ -326,7 +326,7 @@ def test_published_onties_keeps_a_tensor_with_p_numel_below_one_whole(published_
     trajectory = run(params, optimizer, range(1, STEPS + 1))
     counts = {int((after["small"] != before["small"]).sum()) for before, after in itertools.pairwise(trajectory)}
     assert counts <= entries_moved and counts
-    assert optimizer.state[params["small"]]["reference_indices"].numel() == (16 if published_semantics else 1)
+    assert optimizer.reference(params["small"]).indices.numel() == (16 if published_semantics else 1)
 
 
 def test_ondare_without_step_k_is_the_same_either_way():

@@ -110,13 +110,16 @@ def _named_params(shapes: Shapes, device: str, dtype: torch.dtype) -> NamedParam
 
 
 def _state_ratio(optimizer: torch.optim.Optimizer, params: NamedParams) -> float:
-    state_bytes = sum(
-        value.numel() * value.element_size()
-        for state in optimizer.state.values()
-        for value in state.values()
-        if torch.is_tensor(value)
+    """What the optimizer holds beside the weights (its state, and the online optimizers' sparse tau_r), per byte of
+    weights."""
+    held = [value for state in optimizer.state.values() for value in state.values() if torch.is_tensor(value)]
+    if isinstance(optimizer, (OnDAREAdamW, OnTIESAdamW)):
+        held += [
+            tensor for _, p in params for tensor in (optimizer.reference(p).indices, optimizer.reference(p).values)
+        ]
+    return sum(value.numel() * value.element_size() for value in held) / sum(
+        p.numel() * p.element_size() for _, p in params
     )
-    return state_bytes / sum(p.numel() * p.element_size() for _, p in params)
 
 
 def _optimizers(device: str, tau: Mapping[str, Tensor], reserve_p: float) -> dict[str, OptimizerFactory]:

@@ -29,12 +29,13 @@ from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from onmerge.atomic import atomic_file
 from onmerge.grid import TrainCell, training_of, training_settings
 from onmerge.merge_ops import SparseDelta, sparse_sign_consensus
 from onmerge.optim import OnDAREAdamW, OnTIESAdamW, canonical_name, task_vector
-from onmerge.optim.online import _CLIP_VALUE
+from onmerge.optim.online import CLIP_VALUE
 
 # The training log's `regime` entry and the table's rows, in order, with what each one is.
 QUANTITIES = {
@@ -63,22 +64,39 @@ _HALF_BITS = 16
 # Definitions
 
 
-def median_abs(tensors: Sequence[Tensor]) -> float:
+def median_abs(tensors: Sequence[Tensor], *, across_processes: bool = False) -> float:
     """The median of |w| over every entry of `tensors` together, with torch.median's convention (the lower of the two
-    middle values for an even count).
+    middle values for an even count); with `across_processes`, over every process's tensors together (under FSDP,
+    each rank's shards: every process must call it).
 
     Exact, without a concatenated copy of a model's weights: non-negative floats order as their float32 bit patterns
-    do, so two histogram passes (the high 16 bits, then the low 16 bits within the median's bin) find it.
+    do, so two histogram passes (the high 16 bits, then the low 16 bits within the median's bin) find it, and
+    histograms add up over processes.
     """
-    counts = sum(torch.bincount(_abs_bits(t) >> _HALF_BITS, minlength=1 << (_HALF_BITS - 1)) for t in tensors)
-    total = int(counts.sum()) if torch.is_tensor(counts) else 0
-    if total == 0:
+    device = tensors[0].device if tensors else torch.device("cpu")
+    median = _median_abs_or_none(tensors, device, across_processes)
+    if median is None:
         raise ValueError("the median of no entries")
+    return median
+
+
+def _median_abs_or_none(tensors: Iterable[Tensor], device: torch.device, across_processes: bool) -> float | None:
+    """`median_abs` of float32 |values|, None for no entries (on every process: the histograms are summed first)."""
+    tensors = list(tensors)
+    counts = torch.zeros(1 << (_HALF_BITS - 1), dtype=torch.long, device=device)  # the sign bit is 0
+    for tensor in tensors:
+        counts += torch.bincount(_abs_bits(tensor) >> _HALF_BITS, minlength=counts.numel())
+    if across_processes:
+        _sum_over_processes_(counts)
+    total = int(counts.sum())
+    if total == 0:
+        return None
     high, rank = _select(counts, (total - 1) // 2)
-    low_counts = sum(
-        torch.bincount(bits[(bits >> _HALF_BITS) == high] & 0xFFFF, minlength=1 << _HALF_BITS)
-        for bits in map(_abs_bits, tensors)
-    )
+    low_counts = torch.zeros(1 << _HALF_BITS, dtype=torch.long, device=device)
+    for bits in map(_abs_bits, tensors):
+        low_counts += torch.bincount(bits[(bits >> _HALF_BITS) == high] & 0xFFFF, minlength=low_counts.numel())
+    if across_processes:
+        _sum_over_processes_(low_counts)
     low, _ = _select(low_counts, rank)
     return torch.tensor([(high << _HALF_BITS) | low], dtype=torch.int32).view(torch.float32).item()
 
@@ -90,7 +108,7 @@ def _abs_bits(tensor: Tensor) -> Tensor:
 def _select(counts: Tensor, rank: int) -> tuple[int, int]:
     """The bin holding the `rank`-th smallest entry (from 0), and its rank within that bin."""
     cumulative = counts.cumsum(0)
-    index = int(torch.searchsorted(cumulative, torch.tensor(rank), right=True))
+    index = int(torch.searchsorted(cumulative, torch.tensor(rank, device=counts.device), right=True))
     return index, rank - (int(cumulative[index - 1]) if index else 0)
 
 
@@ -147,7 +165,7 @@ def merge_share(applied: Sequence[Tensor], tau: Sequence[Tensor]) -> float:
     """|| sum over merge steps of alpha F(tau_r), as applied || / || tau_r ||: how far the merges alone would have
     moved the weights, against the SFT task vector. `applied` holds that sum for each tensor (dense, or the values of
     its kept entries: the norm is the same)."""
-    return _norm(applied) / _norm(tau)
+    return math.sqrt(_square(applied) / _square(tau))
 
 
 def drift(trained: Iterable[Tensor], sft: Iterable[Tensor], tau: Iterable[Tensor]) -> tuple[float, float]:
@@ -175,16 +193,25 @@ def survival(before: Sequence[Tensor], after: Sequence[Tensor], attempted: Seque
 
 def changed_fraction(ever_changed: Sequence[Tensor]) -> float:
     """The fraction of entries that changed at least once during the run (boolean masks, one per tensor)."""
-    return sum(int(mask.sum()) for mask in ever_changed) / sum(mask.numel() for mask in ever_changed)
+    return _ratio(*_changed_counts(ever_changed))
+
+
+def _changed_counts(ever_changed: Iterable[Tensor]) -> tuple[int, int]:
+    ever_changed = list(ever_changed)
+    return sum(int(mask.sum()) for mask in ever_changed), sum(mask.numel() for mask in ever_changed)
 
 
 def clamp_fraction(reference_values: Sequence[Tensor]) -> float | None:
     """The fraction of F(tau_r)'s kept entries at OnDARE's clamp (|value| == 1, after the 1/p scaling): there the
     merge no longer follows tau_r's magnitude. The values as the optimizer stores them (in the weights' dtype);
     None if nothing was kept."""
-    kept = sum(values.numel() for values in reference_values)
-    clamped = sum(int((values.abs() == _CLIP_VALUE).sum()) for values in reference_values)
-    return clamped / kept if kept else None
+    return _ratio(*_clamp_counts(reference_values))
+
+
+def _clamp_counts(reference_values: Iterable[Tensor]) -> tuple[int, int]:
+    reference_values = list(reference_values)
+    clamped = sum(int((values.abs() == CLIP_VALUE).sum()) for values in reference_values)
+    return clamped, sum(values.numel() for values in reference_values)
 
 
 def sign_election_dominance(reference: Sequence[Tensor], update: Sequence[Tensor]) -> tuple[float | None, float | None]:
@@ -223,8 +250,9 @@ def _dominance_counts(reference: SparseDelta, update: SparseDelta) -> tuple[Tens
     return ratios, ratios.numel(), delta_indices.numel()
 
 
-def _norm(tensors: Iterable[Tensor]) -> float:
-    return math.sqrt(sum(float(t.detach().double().square().sum()) for t in tensors))
+def _square(tensors: Iterable[Tensor]) -> float:
+    """The squared norm of the tensors together, in float64."""
+    return sum(float(t.detach().double().square().sum()) for t in tensors)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -244,7 +272,7 @@ class _Trained:
         return self.start + self.param.numel()
 
 
-# Run totals, exported with the trainer's state at each checkpoint.
+# Run totals.
 _COUNTERS = (
     "update_attempted",
     "update_survived",
@@ -254,12 +282,14 @@ _COUNTERS = (
     "update_kept",
     "update_on_reference",
 )
-# Per-entry accumulators, kept in the optimizer's per-parameter state so that its checkpoint carries them.
-CHANGED_KEY = "regime_changed"  # bool, the parameter's slice of one flat mask: the entries that ever changed
-APPLIED_KEY = "regime_reference_applied"  # int32, like F(tau_r)'s values: merges that applied each entry (OnTIES)
 
 
-class RegimeRecorder(TrainerCallback, ExportableState):
+def regime_file(checkpoint: Path) -> Path:
+    """Where a process keeps what it has counted in a checkpoint folder: its totals and per-entry accumulators."""
+    return checkpoint / f"regime-{_rank()}-of-{_processes()}.pt"
+
+
+class RegimeRecorder(TrainerCallback):
     """Measures a cell's regime quantities (`QUANTITIES`) during its training; `record` gives them once it ends.
 
     At every optimizer step the trainable parameters are copied just before the step and compared with their values
@@ -276,13 +306,16 @@ class RegimeRecorder(TrainerCallback, ExportableState):
     The work is done on flat vectors over all parameters at once: a few operations a step, whatever the model's
     number of tensors.
 
-    Exact across a resume: the run totals go into each checkpoint's trainer_state.json (`state()`, transformers'
-    ExportableState) and are read back when a resumed run begins; the per-entry accumulators live in the optimizer's
-    state (`CHANGED_KEY`, `APPLIED_KEY`), which the checkpoint holds. The rest is computed at the end from what a
-    resumed run has too: the trained policy, the SFT model, tau_r and the optimizer's state.
+    Exact across a resume: each process writes what it has counted (the run totals, the entries that ever changed,
+    OnTIES' applied merges) into each checkpoint folder (`regime_file`) just before the Trainer writes its own files
+    there, so a complete checkpoint has it, and reads it back when a run resumes from that checkpoint. The rest is
+    computed at the end from what a resumed run has too: the trained policy, the SFT model, tau_r and the optimizer's
+    state. (Not in the optimizer's state: FSDP's optimizer state dict takes only tensors shaped like their
+    parameter, all of one dtype.)
 
-    One process only: under FSDP each rank holds shards of the weights and of the optimizer's state, and every
-    quantity of the record is None.
+    Under FSDP each process sees its shards of the weights and of the optimizer's state, and counts over them; the
+    counts are summed over processes at the end (`sum_over_processes`), and each OnTIES step's median is taken over
+    every process's entries. `record` then takes the gathered weights, on the main process.
     """
 
     def __init__(self, optimizer: Callable[[], Optimizer | None] | None = None):
@@ -294,42 +327,66 @@ class RegimeRecorder(TrainerCallback, ExportableState):
         self._references: list[Tensor] = []  # online: each parameter's F(tau_r) indices, offset into the flat vectors
         self._merges: dict[Tensor, SparseDelta] = {}  # this step's F(delta) of each parameter that merged
         self._before: Tensor | None = None
-        self._changed: Tensor | None = None  # the entries that ever changed, flat (slices in the optimizer's state)
-        self._unattached: list[int] = []  # parameters whose optimizer state does not hold their slice yet
+        self._changed: Tensor | None = None  # the entries that ever changed, flat
+        self._applied: list[Tensor] = []  # OnTIES: per trained parameter, the merges that applied each F(tau_r) entry
         self._steps: list[int] = []
         self._caches: dict[int, Tensor] = {}
-
-    def state(self) -> dict[str, Any]:
-        attributes = {"totals": dict(self.totals), "dominance_medians": list(self.dominance_medians)}
-        return {"args": {}, "attributes": attributes}
+        self._step_ratios: Tensor | None = None  # OnTIES: this step's |F(tau_r)| / |F(delta)| where both are kept
 
     def on_train_begin(self, args, state, control, **kwargs):
-        saved = state.stateful_callbacks.get(type(self).__name__)
-        if saved is None:  # resumed from a checkpoint that did not record: the steps before it are unknown
-            state.stateful_callbacks[type(self).__name__] = self.state()  # where the trainer's next save expects it
+        """Start counting, or go on from the counts in the checkpoint the Trainer resumed from (its state is loaded
+        by now). A checkpoint without them (written before the recorder) leaves the run unmeasured."""
         optimizer = self._cell_optimizer()
-        if saved is None or optimizer is None or _processes() > 1:
+        if optimizer is None:
             return
-        self.totals = dict(saved["attributes"]["totals"])
-        self.dominance_medians = list(saved["attributes"]["dominance_medians"])
-        self.measured = True
+        saved = None
+        if state.global_step > 0:
+            path = regime_file(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
+            if not path.is_file():
+                return
+            saved = torch.load(path, map_location=self._device())
         start = 0
         for group in optimizer.param_groups:
             for param in group["params"]:
                 if param.requires_grad:
                     self._trained.append(_Trained(group, param, start))
                     start += param.numel()
-        # One flat mask, updated in one operation a step; each parameter's state holds its slice (a view), so a
-        # checkpoint of the optimizer carries it. Restored states may come back as floats (torch.optim.AdamW casts).
-        self._changed = torch.cat([_changed_mask(optimizer.state[t.param], t.param) for t in self._trained])
-        self._unattached = list(range(len(self._trained)))
-        self._attach(optimizer, [index for index, t in enumerate(self._trained) if optimizer.state[t.param]])
+        if saved is None:
+            self._changed = torch.zeros(start, dtype=torch.bool, device=self._device())
+        else:
+            self.totals, self.dominance_medians = saved["totals"], saved["dominance_medians"]
+            self._changed, self._applied = saved["changed"], saved["applied"]
+        self.measured = True
         if isinstance(optimizer, (OnDAREAdamW, OnTIESAdamW)):
-            self._references = [optimizer.state[t.param]["reference_indices"] + t.start for t in self._trained]
+            self._references = [optimizer.reference(t.param).indices + t.start for t in self._trained]
             optimizer.observe_merges(self._observe_merge)
+        if isinstance(optimizer, OnTIESAdamW) and saved is None:
+            self._applied = [
+                torch.zeros_like(optimizer.reference(t.param).indices, dtype=torch.int32) for t in self._trained
+            ]
 
     def _observe_merge(self, p: Tensor, reference: SparseDelta, update: SparseDelta) -> None:
         self._merges[p] = update
+
+    def on_step_end(self, args, state, control, **kwargs):
+        """Before the Trainer writes a checkpoint (the flow callback, which runs first, has decided to), this
+        process's counts go into its folder, so that a complete checkpoint has them."""
+        if not (control.should_save and self.measured):
+            return
+        counts = {
+            "totals": self.totals,
+            "dominance_medians": self.dominance_medians,
+            "changed": self._changed,
+            "applied": self._applied,
+        }
+        with atomic_file(regime_file(Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")) as out:
+            torch.save(counts, out)
+
+    def _device(self) -> torch.device:
+        """Where the run's parameters are: the sums go through the process group's backend (NCCL: a GPU)."""
+        optimizer = self._cell_optimizer()
+        params = [] if optimizer is None else [p for group in optimizer.param_groups for p in group["params"]]
+        return params[0].device if params else torch.device("cpu")
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if not self.measured:
@@ -359,8 +416,6 @@ class RegimeRecorder(TrainerCallback, ExportableState):
             if int(optimizer.state[trained.param].get("step", 0)) != self._steps[index]
         ]
         self._changed.logical_or_(changed)
-        if self._unattached:
-            self._attach(optimizer, updated)
         merged = [index for index in updated if self._trained[index].param in self._merges]
         reaching, reached = self._merged(optimizer, merged) if merged else (self._nothing(), self._nothing())
         decayed = [index for index in updated if _decays(self._trained[index].group)]
@@ -379,16 +434,12 @@ class RegimeRecorder(TrainerCallback, ExportableState):
         self.totals["merge_attempted"] += merge_only.numel()
         self.totals["merge_survived"] += int(changed[merge_only].sum())
         self._merges.clear()
-
-    def _attach(self, optimizer: Optimizer, indices: list[int]) -> None:
-        """Put the parameters' slices of the changed mask into their optimizer state, once it has one:
-        torch.optim.AdamW initialises only an empty state, at its first step."""
-        for index in set(indices) & set(self._unattached):
-            trained = self._trained[index]
-            optimizer.state[trained.param][CHANGED_KEY] = self._changed[trained.start : trained.stop].view(
-                trained.param.shape
-            )
-        self._unattached = [index for index in self._unattached if index not in indices]
+        if isinstance(optimizer, OnTIESAdamW):  # every process, every step: the median is over all of them
+            ratios = self._step_ratios if self._step_ratios is not None else torch.empty(0, device=self._device())
+            median = _median_abs_or_none([ratios], self._device(), across_processes=True)
+            if median is not None:
+                self.dominance_medians.append(median)
+            self._step_ratios = None
 
     def _dense_attempted(
         self, optimizer: Optimizer, updated: list[int], merged: list[int], decayed: list[int], changed: Tensor
@@ -422,7 +473,7 @@ class RegimeRecorder(TrainerCallback, ExportableState):
         )
         reference = SparseDelta(
             torch.cat([self._references[index] for index in merged]),
-            torch.cat([optimizer.state[t.param]["reference_values"] for t in trained]),
+            torch.cat([optimizer.reference(t.param).values for t in trained]),
             update.shape,
         )
         self.totals["kicks"] += update.indices.numel()
@@ -430,17 +481,12 @@ class RegimeRecorder(TrainerCallback, ExportableState):
         keep_update = torch.ones_like(update.values, dtype=torch.bool)
         if isinstance(optimizer, OnTIESAdamW):
             keep_reference, keep_update = sparse_sign_consensus(reference, update)
-            counts = [optimizer.state[t.param]["reference_values"].numel() for t in trained]
-            for t, kept in zip(trained, keep_reference.split(counts), strict=True):
-                param_state = optimizer.state[t.param]
-                if APPLIED_KEY not in param_state:
-                    param_state[APPLIED_KEY] = torch.zeros_like(kept, dtype=torch.int32)
-                param_state[APPLIED_KEY].add_(kept)
-            ratios, on_support, kept = _dominance_counts(reference, update)
+            counts = [self._references[index].numel() for index in merged]
+            for index, kept in zip(merged, keep_reference.split(counts), strict=True):
+                self._applied[index].add_(kept)
+            self._step_ratios, on_support, kept = _dominance_counts(reference, update)
             self.totals["update_on_reference"] += on_support
             self.totals["update_kept"] += kept
-            if ratios.numel():
-                self.dominance_medians.append(float(ratios.median()))
         reaches_update = keep_update & (update.values != 0)
         reaches_reference = keep_reference & (reference.values != 0)
         update_sizes = [u.indices.numel() for u in updates]
@@ -454,30 +500,67 @@ class RegimeRecorder(TrainerCallback, ExportableState):
                 to_reference.zero_()
         return update.indices[reaches_update], reference.indices[reaches_reference]
 
+    def _applied_merges(self, optimizer: OnDAREAdamW | OnTIESAdamW) -> list[Tensor]:
+        """Per parameter, the sum over its merge steps of alpha F(tau_r) as applied, as F(tau_r)'s kept values:
+        OnDARE adds all of it at every merge (a parameter merges at each K-th of its own steps); OnTIES the entries
+        its sign election kept, as counted (none if the run was not measured)."""
+        applied = []
+        trained = [
+            (group, param) for group in optimizer.param_groups for param in group["params"] if param.requires_grad
+        ]
+        for index, (group, param) in enumerate(trained):
+            values = optimizer.reference(param).values.double() * group["alpha"]
+            if isinstance(optimizer, OnTIESAdamW):
+                applied.append(values * self._applied[index] if self.measured else torch.zeros_like(values))
+            else:
+                applied.append(values * (optimizer.state[param].get("step", 0) // group["merge_every"]))
+        return applied
+
     def _nothing(self) -> Tensor:
         return torch.empty(0, dtype=torch.long, device=self._before.device)
 
     def _cell_optimizer(self) -> Optimizer | None:
         return None if self._optimizer is None else self._optimizer()
 
+    def sum_over_processes(self) -> RunCounts:
+        """What the run counted, summed over its processes: every process calls it once training ends."""
+        optimizer = self._cell_optimizer()
+        online = isinstance(optimizer, (OnDAREAdamW, OnTIESAdamW))
+        changed, entries = _changed_counts([self._changed]) if self.measured else (0, 0)
+        clamped, kept = (0, 0)
+        if isinstance(optimizer, OnDAREAdamW):
+            clamped, kept = _clamp_counts(optimizer.reference(t.param).values for t in self._trained)
+        own = [*(self.totals[name] for name in _COUNTERS), changed, entries, clamped, kept]
+        applied = _square(self._applied_merges(optimizer)) if online else 0.0
+        *counts, applied = _sum_over_processes([*own, applied], self._device())
+        *totals, changed, entries, clamped, kept = (int(count) for count in counts)
+        return RunCounts(
+            dict(zip(_COUNTERS, totals, strict=True)), changed, entries, clamped, kept, applied, self.dominance_medians
+        )
+
     def record(
-        self, policy: nn.Module, sft_model: nn.Module | None, *, learning_rate: float, sft: Path, base: Path | None
+        self,
+        policy: nn.Module,
+        sft_model: nn.Module | None,
+        counts: RunCounts,
+        *,
+        learning_rate: float,
+        sft: Path,
+        base: Path | None,
     ) -> dict[str, float | None]:
         """The regime quantities of the run that just ended (`QUANTITIES`, plain floats; None where one does not
-        apply to the method, or was not measured).
+        apply to the method, or was not measured), from what it counted (`sum_over_processes`) and its weights.
 
-        `policy` is the model as the cell saves it (EMA's averaged weights copied in; LoRA's adapters are merged
-        here, as saving merges them); `sft_model` the SFT model as the cell loaded it (the reference; None for LoRA,
-        whose frozen base weights are the SFT's). The step sizes, drift and merge share are over the weights the
-        method trains (for LoRA, the adapted layers' weights); tau_r = theta_sft - theta_base needs `base` (the
-        workflow gives every cell its base model): without it, drift and merge share are None. Over the run:
-        survival and the update-on-reference fraction pool every step's entries; kicks per entry are the F(delta)
-        entries of every merge over the trained entries; the dominance ratio is the median over merge steps of each
-        step's median.
+        `policy` is the model as the cell saves it, whole (under FSDP, gathered; EMA's averaged weights copied in;
+        LoRA's adapters are merged here, as saving merges them); `sft_model` the SFT model, whole (the reference;
+        None for LoRA, whose frozen base weights are the SFT's). The step sizes, drift and merge share are over the
+        weights the method trains (for LoRA, the adapted layers' weights); tau_r = theta_sft - theta_base needs
+        `base` (the workflow gives every cell its base model): without it, drift and merge share are None. Over the
+        run: survival and the update-on-reference fraction pool every step's entries; kicks per entry are the
+        F(delta) entries of every merge over the trained entries; the dominance ratio is the median over merge
+        steps of each step's median.
         """
         record: dict[str, float | None] = dict.fromkeys(QUANTITIES)
-        if _processes() > 1:
-            return record
         names, starts, finals = zip(*_trained_weights(policy, sft_model), strict=True)
         record["step_over_weight"] = step_over_weight(learning_rate, starts)
         record["bf16_half_step_over_weight"] = bf16_half_step_over_weight(starts)
@@ -490,35 +573,58 @@ class RegimeRecorder(TrainerCallback, ExportableState):
             taus = [vector[name] for name in names]
             record["drift"], record["drift_cosine"] = drift(finals, starts, taus)
         if online and taus is not None and (self.measured or isinstance(optimizer, OnDAREAdamW)):
-            record["merge_share"] = merge_share(_applied_merges(optimizer), taus)  # OnTIES: counted at each step
+            record["merge_share"] = math.sqrt(counts.applied_square / _square(taus))  # OnTIES: counted each step
         if not self.measured:
             return record
-        totals = self.totals
+        totals = counts.totals
         record["survival"] = _ratio(totals["update_survived"], totals["update_attempted"])
-        record["changed_fraction"] = changed_fraction([self._changed])
+        record["changed_fraction"] = _ratio(counts.changed, counts.entries)
         if online:
             record["merge_survival"] = _ratio(totals["merge_survived"], totals["merge_attempted"])
-            record["kicks_per_entry"] = totals["kicks"] / self._changed.numel()
+            record["kicks_per_entry"] = totals["kicks"] / counts.entries
         if isinstance(optimizer, OnDAREAdamW):
-            record["clamp_fraction"] = clamp_fraction(
-                [optimizer.state[t.param]["reference_values"] for t in self._trained]
-            )
+            record["clamp_fraction"] = _ratio(counts.clamped, counts.reference_kept)
         if isinstance(optimizer, OnTIESAdamW):
-            record["dominance_ratio"] = statistics.median(self.dominance_medians) if self.dominance_medians else None
+            medians = counts.dominance_medians
+            record["dominance_ratio"] = statistics.median(medians) if medians else None
             record["update_on_reference"] = _ratio(totals["update_on_reference"], totals["update_kept"])
         return record
 
 
+@dataclasses.dataclass(frozen=True)
+class RunCounts:
+    """What a run counted over every process (`RegimeRecorder.sum_over_processes`)."""
+
+    totals: dict[str, int]  # `_COUNTERS`
+    changed: int  # trained entries that ever changed
+    entries: int  # trained entries (0 if the run was not measured)
+    clamped: int  # OnDARE: kept entries of F(tau_r) at the clamp
+    reference_kept: int  # OnDARE: kept entries of F(tau_r)
+    applied_square: float  # online: || sum of alpha F(tau_r) applied ||^2
+    dominance_medians: list[float]  # OnTIES: each merge step's median ratio, over every process's entries
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _sum_over_processes(numbers: Sequence[float], device: torch.device) -> list[float]:
+    """The numbers summed over the processes of a distributed run (float64: counts stay exact below 2^53)."""
+    if _processes() == 1:
+        return [float(number) for number in numbers]
+    summed = torch.tensor(numbers, dtype=torch.float64, device=device)
+    dist.all_reduce(summed)
+    return summed.tolist()
+
+
+def _sum_over_processes_(counts: Tensor) -> None:
+    """A histogram summed over the processes, in place."""
+    if _processes() > 1:
+        dist.all_reduce(counts)
+
+
 def _processes() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _changed_mask(param_state: Mapping[str, Any], param: Tensor) -> Tensor:
-    """A parameter's entries that ever changed, flat: from its optimizer state after a resume, else none yet."""
-    saved = param_state.get(CHANGED_KEY)
-    if saved is None:
-        return torch.zeros(param.numel(), dtype=torch.bool, device=param.device)
-    return saved.reshape(-1).bool()
 
 
 def _decays(group: Mapping[str, Any]) -> bool:
@@ -547,23 +653,6 @@ def _flat(params: Iterable[Tensor]) -> Tensor:
 
 def _ratio(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
-
-
-def _applied_merges(optimizer: Optimizer) -> list[Tensor]:
-    """Per parameter, the sum over its merge steps of alpha F(tau_r) as applied, as F(tau_r)'s kept values: OnDARE
-    adds all of it at every merge (a parameter merges at each K-th of its own steps); OnTIES the entries its sign
-    election kept, counted in the optimizer's state."""
-    applied = []
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            param_state = optimizer.state[param]
-            values = param_state["reference_values"].double() * group["alpha"]
-            if isinstance(optimizer, OnTIESAdamW):
-                counts = param_state.get(APPLIED_KEY)
-                applied.append(values * counts if counts is not None else torch.zeros_like(values))
-            else:
-                applied.append(values * (param_state.get("step", 0) // group["merge_every"]))
-    return applied
 
 
 def _trained_weights(policy: nn.Module, sft_model: nn.Module | None) -> Iterator[tuple[str, Tensor, Tensor]]:

@@ -232,10 +232,14 @@ def train_preference(
     trainer.train(resume_from_checkpoint=None if resume is None else str(resume))
     if isinstance(trainer.cell_optimizer, EMAAdamW):
         trainer.cell_optimizer.copy_average_to_params()  # the EMA baseline is evaluated on its averaged weights
-    if trainer.is_world_process_zero():
-        record = regime.record(policy, reference, learning_rate=training.learning_rate, sft=sft, base=base)
+    counts = regime.sum_over_processes()
+    trained = _whole_policy(trainer, policy, load_policy)
+    if trained is not None:
+        if trainer.is_fsdp_enabled and reference is not None:  # FSDP sharded the reference too: read it whole again
+            reference = AutoModelForCausalLM.from_pretrained(sft, **loading)
+        record = regime.record(trained, reference, counts, learning_rate=training.learning_rate, sft=sft, base=base)
         write_training_log(trainer.state.log_history, trainer.state.max_steps, training_log, record)
-    _save(trainer, policy, load_policy, tokenizer, out)  # last: a cell with a model has its log
+        _save(trained, tokenizer, out)  # last: a cell with a model has its log
     if trainer.accelerator.is_main_process:
         shutil.rmtree(checkpoints, ignore_errors=True)  # kept after a failure: the rerun resumes from them
     return out
@@ -366,19 +370,25 @@ def _load_policy(sft: Path, loading: Mapping[str, Any], optimizer: OptimizerSpec
     return get_peft_model(policy, _lora_config(optimizer.lora_rank)) if optimizer.name == "lora" else policy
 
 
-def _save(trainer: Trainer, policy: nn.Module, load_policy: Callable[[], nn.Module], tokenizer, out: Path) -> None:
-    """The trained policy as a plain checkpoint, written atomically by the main process.
+def _whole_policy(trainer: Trainer, policy: nn.Module, load_policy: Callable[[], nn.Module]) -> nn.Module | None:
+    """The trained policy with all of its weights, on the main process (None on the others).
 
     Under FSDP every rank takes part in gathering the full state dict, which the main process loads into a fresh
-    copy of the policy (the trained one holds only its shards). LoRA adapters are merged in, so every cell is
-    evaluated and merged the same way.
+    copy of the policy (the trained one holds only its shards).
     """
-    if trainer.is_fsdp_enabled:
-        state_dict = trainer.accelerator.get_state_dict(trainer.model)
-        if not trainer.accelerator.is_main_process:
-            return
-        policy = load_policy()
-        policy.load_state_dict(state_dict)
+    if not trainer.is_fsdp_enabled:
+        return policy if trainer.is_world_process_zero() else None
+    state_dict = trainer.accelerator.get_state_dict(trainer.model)
+    if not trainer.accelerator.is_main_process:
+        return None
+    whole = load_policy()
+    whole.load_state_dict(state_dict)
+    return whole
+
+
+def _save(policy: nn.Module, tokenizer, out: Path) -> None:
+    """The trained policy as a plain checkpoint, written atomically. LoRA adapters are merged in, so every cell is
+    evaluated and merged the same way."""
     if isinstance(policy, PeftModel):
         policy = policy.merge_and_unload()
     with atomic_dir(out) as staging:

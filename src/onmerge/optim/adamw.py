@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
-from itertools import chain
 from typing import Any
 
 import torch
@@ -73,24 +72,6 @@ class LegacyAdamW(Optimizer):
         """(name, parameter) pairs of a group; unnamed parameters get their position as name."""
         names = group.get("param_names") or [f"{group_index}.{i}" for i in range(len(group["params"]))]
         return list(zip(names, group["params"], strict=True))
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """As `Optimizer.load_state_dict`, but integer state (sparse indices) keeps its dtype.
-
-        torch casts every state tensor to its parameter's dtype; for bf16 parameters that would corrupt indices.
-        """
-        integer_state = {
-            param_id: {
-                key: value for key, value in state.items() if torch.is_tensor(value) and not value.is_floating_point()
-            }
-            for param_id, state in state_dict["state"].items()
-        }
-        super().load_state_dict(state_dict)
-        saved_ids = chain.from_iterable(group["params"] for group in state_dict["param_groups"])
-        params = chain.from_iterable(group["params"] for group in self.param_groups)
-        for param_id, p in zip(saved_ids, params, strict=True):
-            for key, value in integer_state.get(param_id, {}).items():
-                self.state[p][key] = value.to(p.device)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:

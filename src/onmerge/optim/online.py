@@ -16,7 +16,10 @@ a figure can be drawn "as published" beside "fixed"; everything else (masks, spa
 here.
 
 Each step's masks come from `seeded_generator(seed, name, step)`: deterministic, independent of visiting order, and
-resumable from `state_dict()` alone.
+resumable from `state_dict()` alone. The sparse `tau_r` is not part of the state: it is a function of `tau_r` and the
+group's options, so the optimizer keeps it beside the state (`reference`) and derives it again when a loaded state
+dict changes those options. The state then holds only tensors shaped like their parameter, as FSDP's optimizer
+state dict requires (it gathers and re-shards each state tensor as it does the parameter).
 
 Under FSDP (`use_orig_params=True`) a rank holds a flat window of each parameter (`onmerge.optim.sharding`). Given
 `windows`, `tau_r` is sparsified over the full tensor and sliced, and OnDARE draws each step's mask over the full
@@ -27,6 +30,7 @@ an update's magnitudes within each rank's window (top `reserve_p` of the shard),
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from itertools import chain
 from typing import Any
 
 import torch
@@ -51,7 +55,11 @@ from onmerge.optim.task_vector import canonical_name
 
 MergeObserver = Callable[[Tensor, SparseDelta, SparseDelta], None]
 # The published OnDARE clamps the sparsified (1/p-scaled) task vector and rescaled updates to this range.
-_CLIP_VALUE = 1.0
+CLIP_VALUE = 1.0
+# The group options the sparse tau_r depends on: a loaded state dict that changes one derives it again.
+_REFERENCE_OPTIONS = ("reserve_p", "rescale", "seed", "published_semantics")
+# What checkpoints of earlier versions kept in the state: the sparse tau_r, now derived instead.
+_FORMER_STATE_KEYS = ("reference_indices", "reference_values")
 
 
 class _OnlineMergingAdamW(LegacyAdamW):
@@ -83,6 +91,8 @@ class _OnlineMergingAdamW(LegacyAdamW):
     ):
         self._windows = {canonical_name(name): window for name, window in (windows or {}).items()}
         self._merge_observers: list[MergeObserver] = []
+        self._reference_delta = reference_delta  # kept (a lazy mapping in training) to derive F(tau_r) again
+        self._references: dict[Tensor, SparseDelta] = {}
         super().__init__(
             params,
             lr,
@@ -134,9 +144,22 @@ class _OnlineMergingAdamW(LegacyAdamW):
             sparse = self._sparsify_reference(group, canonical_name(name), tau.to(device=p.device, dtype=work_dtype))
             if window is not None:
                 sparse = sparse.window(window.start, window.stop)
-            state = self.state[p]
-            state["reference_indices"] = sparse.indices
-            state["reference_values"] = sparse.values.to(p.dtype)
+            self._references[p] = SparseDelta(sparse.indices, sparse.values.to(p.dtype), p.shape)
+
+    def reference(self, p: Tensor) -> SparseDelta:
+        """F(tau_r) of a trainable parameter, as the merges add it: kept flat indices (of this rank's window under
+        FSDP) and values in the parameter's dtype."""
+        return self._references[p]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """As `Optimizer.load_state_dict`; F(tau_r) is derived again if the loaded options it depends on differ."""
+        before = [[group[option] for option in _REFERENCE_OPTIONS] for group in self.param_groups]
+        super().load_state_dict(state_dict)
+        for p in chain.from_iterable(group["params"] for group in self.param_groups):
+            for key in _FORMER_STATE_KEYS:
+                self.state[p].pop(key, None)
+        if before != [[group[option] for option in _REFERENCE_OPTIONS] for group in self.param_groups]:
+            self._attach_reference_delta(self._reference_delta)
 
     def _updated_params(self) -> list[tuple[dict[str, Any], list[tuple[str, Tensor]]]]:
         """Every parameter with a gradient; with `published_semantics` and step-K, only up to the first one whose step
@@ -183,7 +206,7 @@ class _OnlineMergingAdamW(LegacyAdamW):
         name = canonical_name(name)
         generator = seeded_generator(group["seed"], name, step, device=p.device)
         update = self._sparsify_update(group, state, step_size, generator, accumulated, self._windows.get(name))
-        reference = SparseDelta(state["reference_indices"], state["reference_values"], p.shape)
+        reference = self._references[p]
         for observer in self._merge_observers:
             observer(p, reference, update)
         self._merge(group, p, reference, update)
@@ -215,7 +238,7 @@ def _check_merge_options(group: dict[str, Any]) -> None:
 
 
 def _clamped(sparse: SparseDelta) -> SparseDelta:
-    return SparseDelta(sparse.indices, sparse.values.clamp(-_CLIP_VALUE, _CLIP_VALUE), sparse.shape)
+    return SparseDelta(sparse.indices, sparse.values.clamp(-CLIP_VALUE, CLIP_VALUE), sparse.shape)
 
 
 class OnDAREAdamW(_OnlineMergingAdamW):
