@@ -24,7 +24,7 @@ from transformers import AutoTokenizer
 from onmerge import grid
 from onmerge.checkpoints import fetch_model, parameter_locations
 from onmerge.cli import main
-from onmerge.config import check_config_files, load_config, load_preset
+from onmerge.config import check_config_files, load_preset, load_validated
 from onmerge.judges.endpoint import ChatClient, JudgeEndpoint
 from onmerge.lm_evaluation import check_sampling, split_sampled_tasks
 from onmerge.merging import merge_with_reference
@@ -41,6 +41,7 @@ SMOKE = yaml.safe_load(SMOKE_TEXT)
 SMOKE_LINES = SMOKE_TEXT.count("\n")
 SEEDS_LINE = SMOKE_TEXT.split("\n").index("seeds: [0]") + 1  # 1-based, as the errors count
 CONFIG_TEXT = (ROOT / "workflow" / "config" / "config.yaml").read_text()
+CONFIG_SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1", "--dry-run"]
 
 
@@ -134,6 +135,11 @@ def _checked(edit: Callable[[dict], None]) -> Callable:
         grid.check_preset(preset, frozenset(BACKBONES))
 
     return call
+
+
+def _load_config(path: Path) -> dict:
+    """The run configuration validated against its schema, as common.smk does with Snakemake's `validate`."""
+    return load_validated(path, CONFIG_SCHEMA)
 
 
 def _config_text(text: str, check: Callable[[Path], object]) -> Callable:
@@ -252,7 +258,7 @@ CLASSES: dict[str, list[tuple[str, Callable, str]]] = {
         ("study names an unknown method", _load(lambda p: p["studies"]["table1"]["methods"].append("lion")),
          "studies.table1.methods: 'lion' is not one of the preset's methods"),
         ("unknown preset name", lambda t, m, tm: load_preset("qwen9"), "preset 'qwen9': no "),
-        ("unknown run-config key", _config_text("preset: toy\nbenchmark: {}\n", load_config),
+        ("unknown run-config key", _config_text("preset: toy\nbenchmark: {}\n", _load_config),
          r"\(top level\): Additional properties are not allowed \('benchmark' was unexpected\)"),
         ("number YAML 1.1 reads as text", _load_text(lambda t: t.replace("alpha: 1.0e-3", "alpha: 1e-3")),
          r"methods\.ondare\.alpha: '1e-3' is not of type 'number' \(YAML 1\.1 reads it as text"),
@@ -286,7 +292,7 @@ CLASSES: dict[str, list[tuple[str, Callable, str]]] = {
         ("Python object tag",
          _load_text(lambda t: t.replace("name: smoke", "name: !!python/object/apply:os.getcwd []")),
          r"bad\.yaml: not valid YAML at line 1, column 7: could not determine a constructor"),
-        ("malformed run config", _config_text("preset: [toy\n", load_config),
+        ("malformed run config", _config_text("preset: [toy\n", _load_config),
          r"config\.yaml: not valid YAML at line 2, column 1"),
     ],
     # A key twice in one mapping: PyYAML (and Snakemake's config reader) would keep the last silently
@@ -301,7 +307,7 @@ CLASSES: dict[str, list[tuple[str, Callable, str]]] = {
         ("key twice in a flow mapping",
          _load_text(lambda t: t.replace("reserve_p: 0.1,", "reserve_p: 0.1, reserve_p: 1.0,")),
          r"bad\.yaml: methods\.ondare\.reserve_p: the key is given twice"),
-        ("run config key twice", _config_text(CONFIG_TEXT + "preset: smoke\n", load_config),
+        ("run config key twice", _config_text(CONFIG_TEXT + "preset: smoke\n", _load_config),
          r"config\.yaml: preset: the key is given twice \(lines 3 and 11\)"),
         ("config file Snakemake read, key twice", _config_text(CONFIG_TEXT + "preset: smoke\n",
                                                                lambda path: check_config_files([path])),

@@ -2,15 +2,20 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from onmerge.config import DEFAULT_CONFIG, PRESETS, SCHEMAS, check_config_files, load_config, read_yaml
+from onmerge.config import PRESETS, SCHEMAS, check_config_files, load_validated, read_yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = ROOT / "workflow" / "config" / "config.yaml"  # the Snakefile's `configfile:`
+CONFIG_SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"  # what common.smk validates it with
 
 
 def test_default_config_is_valid_and_names_the_toy_preset():
-    assert load_config(DEFAULT_CONFIG)["preset"] == "toy"
+    assert load_validated(DEFAULT_CONFIG, CONFIG_SCHEMA)["preset"] == "toy"
 
 
 @pytest.mark.parametrize(
@@ -28,28 +33,36 @@ def test_bad_config_names_the_key(tmp_path, change, message):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
     with pytest.raises(ValueError, match=message):
-        load_config(path, SCHEMAS / "config.schema.yaml")
+        load_validated(path, CONFIG_SCHEMA)
 
 
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"config file .*nope\.yaml does not exist"):
-        load_config(tmp_path / "nope.yaml")
+        load_validated(tmp_path / "nope.yaml", CONFIG_SCHEMA)
 
 
-def test_toy_benchmark_fails_before_any_work_on_a_bad_preset(tmp_path):
+def test_a_reporting_step_fails_before_any_work_on_a_bad_preset(tmp_path):
     preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
     preset["seeds"] = "all"
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(preset))
+    out_dir = tmp_path / "provenance"
+    command = ["provenance", "--preset", str(bad), "--benchmarks", str(tmp_path), "--out-dir", str(out_dir)]
     result = subprocess.run(
-        [sys.executable, "-m", "onmerge.cli", "bench", "toy", "--preset", str(bad)],
+        [sys.executable, "-m", "onmerge.cli", *command],
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert result.returncode != 0
     assert "bad.yaml: seeds: 'all' is not of type 'array'" in result.stderr
-    assert "toy world from scratch" not in result.stdout, "the check came before any work"
+    assert not out_dir.exists(), "the check came before any work"
+
+
+def test_the_package_reads_the_workflows_presets_and_schemas():
+    """One copy: in a checkout the package's data are the files the workflow's rules name."""
+    assert PRESETS == ROOT / "workflow" / "config" / "presets"
+    assert SCHEMAS == ROOT / "workflow" / "schemas"
 
 
 def test_the_shipped_config_and_presets_pass_the_strict_reader():

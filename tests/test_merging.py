@@ -1,4 +1,5 @@
-"""Offline merges through mergekit agree with the same merges computed from `onmerge.merge_ops`.
+"""Offline merges through mergekit agree with the same merges computed here from `onmerge.merge_ops`, the primitives
+the online optimizers use.
 
 Three tiny Qwen2 models (the paper's Qwen1.5 family) are built locally: a base, an SFT model (base + noise) and an
 RLHF model (SFT + noise, enough to flip the sign of about a quarter of the task-vector entries, so TIES' sign
@@ -19,7 +20,8 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 import onmerge.merging as merging
-from onmerge.merging import interpolate, merge_with_reference, reference_merge
+from onmerge.merge_ops import dare, magnitude_prune, rescale_to_l1, seeded_generator, sign_consensus
+from onmerge.merging import merge_with_reference
 
 from tiny import tiny_causal_lm, tiny_tokenizer
 
@@ -47,6 +49,73 @@ def _load_folder(folder: Path) -> dict[str, torch.Tensor]:
     for shard in sorted(folder.glob("*.safetensors")):
         tensors.update(load_file(shard))
     return tensors
+
+
+def _reference_merge(
+    method: str,
+    *,
+    rlhf_sd: dict[str, torch.Tensor],
+    sft_sd: dict[str, torch.Tensor],
+    base_sd: dict[str, torch.Tensor],
+    weight: float,
+    density: float | None,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """`merge_with_reference` computed in memory with `onmerge.merge_ops`, step for step as mergekit does it.
+
+    linear and TIES agree with mergekit's output up to float rounding (and, in low precision, which of several equal
+    magnitudes at the trimming threshold is kept). DARE follows mergekit's `dare_linear` (random keep, L1 rescale,
+    weighted sum) but draws its masks from `seeded_generator(seed, name, role)`, not mergekit's global RNG stream:
+    only at density 1 are the two the same.
+    """
+    merged = {}
+    for name in sft_sd:
+        rlhf, sft, base = rlhf_sd[name], sft_sd[name], base_sd[name]
+        if method == "linear":
+            merged[name] = _linear_reference(rlhf, sft, weight)
+        elif method == "ties":
+            merged[name] = _ties_reference(rlhf, sft, base, weight, density)
+        else:
+            generators = [seeded_generator(seed, name, role) for role in ("rlhf", "sft")]
+            merged[name] = _dare_reference(rlhf, sft, base, weight, density, generators)
+    return merged
+
+
+def _linear_reference(rlhf: torch.Tensor, sft: torch.Tensor, weight: float) -> torch.Tensor:
+    """mergekit `linear`, normalised: the weighted sum in at least float32, divided by the sum of the weights."""
+    compute_dtype = torch.float64 if rlhf.dtype == torch.float64 else torch.float32
+    weights = torch.tensor([weight, 1.0 - weight], dtype=compute_dtype)
+    total = rlhf.to(compute_dtype) * weights[0] + sft.to(compute_dtype) * weights[1]
+    return (total / weights.sum()).to(rlhf.dtype)
+
+
+def _ties_reference(
+    rlhf: torch.Tensor, sft: torch.Tensor, base: torch.Tensor, weight: float, density: float
+) -> torch.Tensor:
+    """mergekit `ties`, normalised: trim by magnitude, weight, elect signs by weighted sum, mean over the kept."""
+    weights = torch.tensor([weight, 1.0 - weight], dtype=base.dtype)
+    trimmed = [magnitude_prune(model - base, density).to_dense() for model in (rlhf, sft)]
+    elected = sign_consensus([w * delta for w, delta in zip(weights, trimmed, strict=True)])
+    divisor = sum(w * (delta != 0) for w, delta in zip(weights, elected, strict=True))
+    divisor[divisor == 0] = 1
+    return base + torch.stack(elected).sum(0) / divisor
+
+
+def _dare_reference(
+    rlhf: torch.Tensor,
+    sft: torch.Tensor,
+    base: torch.Tensor,
+    weight: float,
+    density: float,
+    generators: list[torch.Generator],
+) -> torch.Tensor:
+    """mergekit `dare_linear` with its defaults: random keep at `density`, L1 rescale, weighted sum, no normalising."""
+    merged = torch.zeros_like(base)
+    for model, model_weight, generator in zip((rlhf, sft), (weight, 1.0 - weight), generators, strict=True):
+        delta = model - base
+        kept = rescale_to_l1(dare(delta, density, generator), delta.abs().sum())
+        kept.add_to_(merged, alpha=model_weight)
+    return base + merged
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +169,7 @@ def test_mergekit_agrees_with_reference_merge(
         out=tmp_path / "merged",
     )
     merged = _load_folder(out)
-    expected = reference_merge(
+    expected = _reference_merge(
         method,
         rlhf_sd=state_dicts["rlhf"],
         sft_sd=state_dicts["sft"],
@@ -125,7 +194,7 @@ def test_ties_trims_to_density_and_keeps_whole_deltas_where_alone(
     """The reference TIES (normalised, as mergekit's default) keeps at most the top-density entries of each delta, and
     where only one delta survives it is applied unweighted: the mean over kept deltas, not the weighted sum."""
     base, sft, rlhf = state_dicts["base"], state_dicts["sft"], state_dicts["rlhf"]
-    merged = reference_merge("ties", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.2, density=0.3)
+    merged = _reference_merge("ties", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.2, density=0.3)
     name = "model.layers.0.mlp.down_proj.weight"
     rlhf_delta, sft_delta, merged_delta = rlhf[name] - base[name], sft[name] - base[name], merged[name] - base[name]
     rlhf_top, sft_top = _top_fraction(rlhf_delta, 0.3), _top_fraction(sft_delta, 0.3)
@@ -135,13 +204,23 @@ def test_ties_trims_to_density_and_keeps_whole_deltas_where_alone(
     torch.testing.assert_close(merged_delta[only_rlhf], rlhf_delta[only_rlhf], **TIGHT)
 
 
-def test_interpolate_reproduces_endpoints_and_midpoint(
+def _linear(models: dict[str, Path], out: Path, weight: float, rlhf: Path | None = None) -> dict[str, torch.Tensor]:
+    """The linear merge at `weight`, as the workflow's interpolation grid makes it; its weights, loaded."""
+    rlhf = rlhf or models["rlhf"]
+    merge_with_reference(
+        "linear", rlhf=rlhf, sft=models["sft"], base=models["base"], weight=weight, density=None, out=out
+    )
+    return _load_folder(out)
+
+
+def test_the_linear_merge_interpolates_from_sft_to_rlhf(
     models: dict[str, Path], state_dicts: dict[str, dict[str, torch.Tensor]], tmp_path: Path
 ) -> None:
+    """The interpolation grid: theta_sft + w (theta_rlhf - theta_sft), exactly the SFT and RLHF weights at 0 and 1."""
     sft, rlhf = state_dicts["sft"], state_dicts["rlhf"]
-    at_sft = _load_folder(interpolate(rlhf=models["rlhf"], sft=models["sft"], lam=0.0, out=tmp_path / "lam0"))
-    at_rlhf = _load_folder(interpolate(rlhf=models["rlhf"], sft=models["sft"], lam=1.0, out=tmp_path / "lam1"))
-    halfway = _load_folder(interpolate(rlhf=models["rlhf"], sft=models["sft"], lam=0.5, out=tmp_path / "lam05"))
+    at_sft = _linear(models, tmp_path / "w0", 0.0)
+    at_rlhf = _linear(models, tmp_path / "w1", 1.0)
+    halfway = _linear(models, tmp_path / "w05", 0.5)
     for name in sft:
         assert torch.equal(at_sft[name], sft[name]), name
         assert torch.equal(at_rlhf[name], rlhf[name]), name
@@ -219,7 +298,7 @@ def test_dare_at_full_density_is_the_weighted_task_vector_sum(
     """With nothing dropped, mergekit's dare_linear and the reference both reduce to base + w d_rlhf + (1-w) d_sft."""
     merged = _dare(models, tmp_path / "merged", seed=0, density=1.0)
     base, sft, rlhf = state_dicts["base"], state_dicts["sft"], state_dicts["rlhf"]
-    expected = reference_merge("dare", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.3, density=1.0)
+    expected = _reference_merge("dare", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.3, density=1.0)
     for name in base:
         task_arithmetic = base[name] + 0.3 * (rlhf[name] - base[name]) + 0.7 * (sft[name] - base[name])
         torch.testing.assert_close(merged[name], task_arithmetic, **TIGHT)
@@ -298,25 +377,6 @@ def test_invalid_merges_are_rejected_before_any_work(
     assert not (tmp_path / "merged").exists()
 
 
-def test_interpolate_rejects_lambda_outside_unit_interval(models: dict[str, Path], tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"lam must lie in \[0, 1\], got 1\.2"):
-        interpolate(rlhf=models["rlhf"], sft=models["sft"], lam=1.2, out=tmp_path / "merged")
-    assert not (tmp_path / "merged").exists()
-
-
-def test_reference_merge_names_mismatched_parameter(state_dicts: dict[str, dict[str, torch.Tensor]]) -> None:
-    narrow_base = {**state_dicts["base"], "lm_head.weight": torch.zeros(3, 32)}
-    with pytest.raises(ValueError, match=r"'lm_head\.weight' has shape \(\d+, 32\) in the rlhf model but \(3, 32\)"):
-        reference_merge(
-            "ties",
-            rlhf_sd=state_dicts["rlhf"],
-            sft_sd=state_dicts["sft"],
-            base_sd=narrow_base,
-            weight=0.5,
-            density=0.5,
-        )
-
-
 def test_existing_output_is_kept_unless_overwrite(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
     out.mkdir()
@@ -361,7 +421,7 @@ def test_rewritten_input_folder_is_read_afresh(models: dict[str, Path], tmp_path
     read the folder as it is now, here rewritten with different weights in a different shard layout."""
     rlhf = tmp_path / "rlhf"
     shutil.copytree(models["rlhf"], rlhf)
-    interpolate(rlhf=rlhf, sft=models["sft"], lam=1.0, out=tmp_path / "before")
+    _linear(models, tmp_path / "before", 1.0, rlhf=rlhf)
     model = AutoModelForCausalLM.from_pretrained(rlhf)
     with torch.no_grad():
         for param in model.parameters():
@@ -370,6 +430,6 @@ def test_rewritten_input_folder_is_read_afresh(models: dict[str, Path], tmp_path
     model.save_pretrained(rlhf, max_shard_size="40KB")
     assert (rlhf / "model.safetensors.index.json").is_file()
     shifted = _load_folder(rlhf)
-    after = _load_folder(interpolate(rlhf=rlhf, sft=models["sft"], lam=1.0, out=tmp_path / "after"))
+    after = _linear(models, tmp_path / "after", 1.0, rlhf=rlhf)
     assert after.keys() == shifted.keys()
     assert all(torch.equal(after[name], shifted[name]) for name in shifted)

@@ -209,63 +209,6 @@ def rows_to_tsv(rows: list[BenchRow]) -> str:
     )
 
 
-def run_toy_benchmark(preset: str) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
-    """Build a toy preset's world from scratch, train one AdamW DPO cell, evaluate it; time each step.
-
-    Returns the seconds of every build step (they overlap in the parallel build), and (wall seconds, budget) for the
-    issue's three budgets.
-    """
-    import json
-    import tempfile
-
-    from onmerge import grid
-    from onmerge.config import load_preset
-    from onmerge.toyworld.backbones import SCALES
-    from onmerge.toyworld.evaluation import evaluate_model
-    from onmerge.toyworld.experiment import build_world
-    from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
-
-    loaded = load_preset(preset)
-    if "world" not in loaded:
-        raise ValueError(f"preset {preset!r} is not a toy preset (it has no world section)")
-    world_settings = loaded["world"]
-    backbones = list(loaded["backbones"])
-    name = backbones[0]
-    cell = grid.TrainCell(name, "dpo", "adamw", (("beta", loaded["training"]["beta"]),), seed=0)
-    training = PreferenceTraining(**grid.training_settings(loaded, cell)["training"])
-    with tempfile.TemporaryDirectory(prefix="onmerge-bench-toy-") as scratch:
-        root = Path(scratch)
-        start = time.perf_counter()
-        world, steps = build_world(  # steps overlap: two builds run at once
-            root,
-            SCALES[world_settings["scale"]],
-            seed=world_settings["seed"],
-            backbones=backbones,
-            preference_pairs=world_settings["preference_pairs"],
-            docs_per_task=world_settings["docs_per_task"],
-        )
-        models = time.perf_counter() - start
-        start = time.perf_counter()
-        model = train_preference(
-            sft=world.sfts[name],
-            base=world.bases[name],
-            rows=json.loads(world.preferences.read_text()),
-            out=root / "dpo",
-            training=training,
-            optimizer=OptimizerSpec("adamw"),
-        )
-        dpo = time.perf_counter() - start
-        start = time.perf_counter()
-        evaluate_model(model, world.suite, answers_path=root / "answers.json")
-        evaluation = time.perf_counter() - start
-    totals = {
-        f"whole world: {len(backbones)} bases + SFTs, wall": (models, 300.0),
-        f"one toy DPO run ({name})": (dpo, 30.0),
-        "one full evaluation (14 + judge)": (evaluation, 30.0),
-    }
-    return steps, totals
-
-
 # `onmerge bench gpu`: generation throughput of the pipeline's two backends (onmerge.judges.answers) on one model.
 _BENCH_ASKS = (
     "Explain {} to a first-year student.",

@@ -1,5 +1,7 @@
 """`onmerge` command line: one command per pipeline step (what the workflow's rules run), and the benchmarks.
 
+Each command is its handler, registered with its arguments by `_command` just above it; `build_parser` assembles
+them. Choices come from the declarations that own them (`onmerge.grid`, the toy backbones, lm-eval's backends).
 Heavy libraries are imported inside each command, so `onmerge --help` and a bad argument answer at once.
 """
 
@@ -10,10 +12,118 @@ import json
 import os
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from onmerge import grid
+from onmerge.lm_evaluation import BACKENDS
+from onmerge.toyworld.backbones import BACKBONES, SCALES, Arch
+
+Handler = Callable[[argparse.Namespace], None]
+Argument = tuple[tuple[str, ...], dict[str, Any]]  # add_argument's flags and options
+
+
+@dataclass(frozen=True)
+class Command:
+    words: tuple[str, ...]  # ("merge",) or a group and its step: ("toy", "tokenizer")
+    help: str
+    arguments: tuple[Argument, ...]
+    run: Handler
+
+
+COMMANDS: list[Command] = []
+# The first word of two-word commands: its help, and the attribute that holds the second word (SUPPRESS: none).
+GROUPS: dict[str, tuple[str, str]] = {
+    "toy": ("build the toy world, one step at a time", argparse.SUPPRESS),
+    "evaluate": ("evaluate one model", argparse.SUPPRESS),
+    "judge": ("judged reward benchmarks", argparse.SUPPRESS),
+    "answers": ("a model's answers for the judged benchmarks", argparse.SUPPRESS),
+    "bench": ("benchmarks (ratios against a reference measured in the same run)", "kind"),
+}
+
+
+def _argument(*flags: str, **options: Any) -> Argument:
+    return flags, options
+
+
+def _command(name: str, help: str, *arguments: Argument) -> Callable[[Handler], Handler]:
+    """Register the decorated handler as `onmerge <name>` ("merge", or a group and a step: "toy base")."""
+
+    def register(run: Handler) -> Handler:
+        COMMANDS.append(Command(tuple(name.split()), help, arguments, run))
+        return run
+
+    return register
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onmerge", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, Any] = {}
+    for command in COMMANDS:
+        *group, name = command.words
+        within = commands
+        if group:
+            if group[0] not in groups:
+                help, dest = GROUPS[group[0]]
+                groups[group[0]] = commands.add_parser(group[0], help=help).add_subparsers(dest=dest, required=True)
+            within = groups[group[0]]
+        sub = within.add_parser(name, help=command.help)
+        sub.set_defaults(run=command.run)
+        for flags, options in command.arguments:
+            sub.add_argument(*flags, **options)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.run(args)
+
+
+def _sampling_setting(text: str) -> tuple[str, float]:
+    """`KEY=VALUE` of `--sampling`, the value a number (checked against its range by run_lm_eval)."""
+    key, _, value = text.partition("=")
+    try:
+        return key, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=NUMBER (e.g. top_p=0.8)") from None
+
+
+def _count(text: str) -> int:
+    """An integer of at least 1 (a command-line count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+# Arguments several commands take.
+_THREADS = _argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
+_SEED = _argument("--seed", type=int, required=True)
+_OUT = _argument("--out", type=Path, required=True)
+_OUT_DIR = _argument("--out-dir", type=Path, required=True)
+_MODEL = _argument("--model", type=Path, required=True)
+_PRESET = _argument("--preset", required=True, help="the preset's name or YAML path")
+_RESULTS = _argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
+_SCALE = _argument("--scale", choices=tuple(SCALES), required=True)
+_BACKEND = _argument(
+    "--backend",
+    choices=BACKENDS,
+    default="hf",
+    help="what generates: hf (transformers, CUDA if any) or vllm (a GPU, .venv-vllm); default hf",
+)
+_BATCH_SIZE = _argument("--batch-size", type=int, default=16, help="transformers' batch (vLLM batches by itself)")
+_SUBSET = "only the first N (tests, smoke runs); without it the full set is required"
+_JUDGED_SOURCES = {
+    "questions": "MT-Bench questions in FastChat's question.jsonl schema: a file, hf://datasets/... or a URL",
+    "instructions": "AlpacaEval 2.0 instructions with the reference outputs (alpaca_eval_gpt4_baseline.json)",
+}
 
 
 def _threads(count: int) -> None:
@@ -33,6 +143,13 @@ def _recorded(step: str, out: Path, settings: Mapping[str, Any], inputs: Mapping
         write_step_record(out, step, settings, inputs, time.perf_counter() - started)
 
 
+@_command(
+    "toy tokenizer",
+    "a byte-level BPE tokenizer of one architecture",
+    _argument("--arch", choices=get_args(Arch), required=True),
+    _SEED,
+    _OUT,
+)
 def _toy_tokenizer(args: argparse.Namespace) -> None:
     from onmerge.toyworld.models import train_tokenizer
     from onmerge.toyworld.world import tokenizer_corpus
@@ -40,8 +157,17 @@ def _toy_tokenizer(args: argparse.Namespace) -> None:
     train_tokenizer(tokenizer_corpus(args.seed), args.out, args.arch)
 
 
+@_command(
+    "toy base",
+    "pre-train one toy base model",
+    _THREADS,
+    _argument("--backbone", choices=tuple(BACKBONES), required=True),
+    _argument("--tokenizer", type=Path, required=True),
+    _SCALE,
+    _SEED,
+    _OUT,
+)
 def _toy_base(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.backbones import SCALES
     from onmerge.toyworld.models import build_base
 
     _threads(args.threads)
@@ -50,8 +176,16 @@ def _toy_base(args: argparse.Namespace) -> None:
         build_base(args.backbone, args.out, SCALES[args.scale], args.seed, tokenizer_dir=args.tokenizer)
 
 
+@_command(
+    "toy sft",
+    "supervised fine-tuning of a toy base model",
+    _THREADS,
+    _argument("--base", type=Path, required=True),
+    _SCALE,
+    _SEED,
+    _OUT,
+)
 def _toy_sft(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.backbones import SCALES
     from onmerge.toyworld.models import build_sft
 
     _threads(args.threads)
@@ -59,30 +193,73 @@ def _toy_sft(args: argparse.Namespace) -> None:
         build_sft(args.base, args.out, SCALES[args.scale], args.seed)
 
 
+@_command(
+    "toy preferences",
+    "preference pairs (train/test) and their unpaired view",
+    _argument("--pairs", type=int, required=True),
+    _SEED,
+    _OUT_DIR,
+)
 def _toy_preferences(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.experiment import write_preferences
+    """Pairs ranked by the toy judge; the test split is an eighth of train's size, as UltraFeedback binarized's is."""
+    from onmerge.preferences import write_splits
+    from onmerge.toyworld.judge import preference_pairs, to_conversational
 
-    write_preferences(args.out_dir, args.pairs, args.seed)
+    splits = {"train": (args.pairs, "train"), "test": (max(1, args.pairs // 8), "eval")}
+    rows = {name: to_conversational(preference_pairs(n, args.seed, split)) for name, (n, split) in splits.items()}
+    write_splits(args.out_dir, rows)
 
 
+@_command(
+    "toy suite",
+    "the held-out benchmark suite as lm-eval tasks",
+    _argument("--docs-per-task", type=int, required=True),
+    _SEED,
+    _OUT,
+)
 def _toy_suite(args: argparse.Namespace) -> None:
     from onmerge.toyworld.evaluation import write_task_suite
 
     write_task_suite(args.out, args.docs_per_task, args.seed)
 
 
+@_command(
+    "fetch-model",
+    "a paper backbone's checkpoint: local folder or hub id",
+    _argument("--source", required=True),
+    _OUT,
+)
 def _fetch_model(args: argparse.Namespace) -> None:
     from onmerge.checkpoints import fetch_model
 
     fetch_model(args.source, args.out)
 
 
+@_command(
+    "ultrafeedback",
+    "UltraFeedback binarized as trl preference rows",
+    _argument("--dataset", required=True, help="hub id or local folder in the dataset's own schema"),
+    _argument("--train-split", required=True),
+    _argument("--test-split", required=True),
+    _OUT_DIR,
+)
 def _ultrafeedback(args: argparse.Namespace) -> None:
     from onmerge.preferences import write_ultrafeedback
 
     write_ultrafeedback(args.dataset, args.train_split, args.test_split, args.out_dir)
 
 
+@_command(
+    "train",
+    "one RLHF training cell (DPO, IPO or KTO) through trl",
+    _THREADS,
+    _argument("--sft", type=Path, required=True),
+    _argument("--base", type=Path, help="the pre-trained model (online merging optimizers need it)"),
+    _argument("--preferences", type=Path, required=True, help="JSON rows in trl's conversational format"),
+    _argument("--settings", required=True, help="JSON: {training: {...}, optimizer: {...}} (onmerge.grid)"),
+    _argument("--out", type=Path, required=True, help="the model folder"),
+    _argument("--training-log", type=Path, required=True, help="JSON: trl's metrics at each logging step"),
+)
 def _train(args: argparse.Namespace) -> None:
     from onmerge.preferences import read_rows
     from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
@@ -103,6 +280,19 @@ def _train(args: argparse.Namespace) -> None:
         )
 
 
+@_command(
+    "merge",
+    "an offline merge of an RLHF model with its SFT model",
+    _THREADS,
+    _argument("--method", choices=grid.MERGES, required=True),
+    _argument("--rlhf", type=Path, required=True),
+    _argument("--sft", type=Path, required=True),
+    _argument("--base", type=Path, required=True),
+    _argument("--weight", type=float, required=True, help="the RLHF model's weight"),
+    _argument("--density", type=float, help="dare and ties only"),
+    _argument("--seed", type=int, default=0, help="seed of DARE's drop masks"),
+    _OUT,
+)
 def _merge(args: argparse.Namespace) -> None:
     from onmerge.merging import merge_with_reference
 
@@ -121,6 +311,17 @@ def _merge(args: argparse.Namespace) -> None:
         )
 
 
+@_command(
+    "evaluate toy",
+    "every toy benchmark column and the judged task",
+    _THREADS,
+    _MODEL,
+    _argument("--suite", type=Path, required=True),
+    _argument("--metrics", type=Path, required=True),
+    _argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate"),
+    _argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)"),
+    _argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)"),
+)
 def _evaluate_toy(args: argparse.Namespace) -> None:
     from onmerge.items import write_items, write_samples
     from onmerge.toyworld.evaluation import EVAL_SEED, evaluate_model, write_results
@@ -133,6 +334,26 @@ def _evaluate_toy(args: argparse.Namespace) -> None:
         write_results(metrics, args.metrics, include_path=args.suite)
 
 
+@_command(
+    "evaluate lm-eval",
+    "lm-eval tasks (built-in or under --include-path)",
+    _MODEL,
+    _argument("--tasks", nargs="+", required=True),
+    _argument("--include-path", type=Path, help="folder of custom task YAMLs (default: onmerge.lm_tasks)"),
+    _BACKEND,
+    _BATCH_SIZE,
+    _argument(
+        "--sampling",
+        nargs="+",
+        type=_sampling_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="generation settings of the sampled tasks (temperature, top_p, top_k, repetition_penalty)",
+    ),
+    _argument("--metrics", type=Path, required=True),
+    _argument("--items", type=Path, required=True, help="the 14 columns' per-item scores (onmerge.items)"),
+    _argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)"),
+)
 def _evaluate_lm_eval(args: argparse.Namespace) -> None:
     import lm_eval
     import torch
@@ -188,15 +409,14 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
         write_json(args.metrics, {"metrics": metrics, "provenance": provenance})
 
 
-def _sampling_setting(text: str) -> tuple[str, float]:
-    """`KEY=VALUE` of `--sampling`, the value a number (checked against its range by run_lm_eval)."""
-    key, _, value = text.partition("=")
-    try:
-        return key, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=NUMBER (e.g. top_p=0.8)") from None
-
-
+@_command(
+    "judge toy",
+    "toy AlpacaEval 2.0: LC win rate against the SFT reference",
+    _argument("--suite", type=Path, required=True),
+    _argument("--answers", type=Path, required=True),
+    _argument("--reference-answers", type=Path, required=True),
+    _OUT,
+)
 def _judge_toy(args: argparse.Namespace) -> None:
     from onmerge.atomic import write_json
     from onmerge.toyworld.evaluation import win_rates
@@ -205,6 +425,20 @@ def _judge_toy(args: argparse.Namespace) -> None:
     with _recorded("judge", args.out, {}, inputs):
         answers, reference = (json.loads(path.read_text()) for path in (args.answers, args.reference_answers))
         write_json(args.out, win_rates(args.suite, answers, reference))
+
+
+def _answers_arguments(source: str) -> tuple[Argument, ...]:
+    """`onmerge answers <benchmark>`'s arguments; `source` names the option of its prompts."""
+    return (
+        _MODEL,
+        _argument(f"--{source}", required=True, help=_JUDGED_SOURCES[source]),
+        _argument("--generation", required=True, help='JSON sampling settings, e.g. {"do_sample": true, ...}'),
+        _OUT,
+        _argument("--limit", type=int, metavar="N", help=_SUBSET),
+        _argument("--seed", type=int, default=1234, help="generation seed (default 1234)"),
+        _BACKEND,
+        _BATCH_SIZE,
+    )
 
 
 def _answer(args: argparse.Namespace, write_answers, prompts: str) -> None:
@@ -224,16 +458,44 @@ def _answer(args: argparse.Namespace, write_answers, prompts: str) -> None:
         write_answers(args.model, prompts, args.generation, args.out, **options)
 
 
+@_command(
+    "answers mt-bench",
+    "generate the model's mt-bench answers (transformers or vLLM)",
+    *_answers_arguments("questions"),
+)
 def _answers_mt_bench(args: argparse.Namespace) -> None:
     from onmerge.judges.answers import write_mt_bench_answers
 
     _answer(args, write_mt_bench_answers, args.questions)
 
 
+@_command(
+    "answers alpacaeval",
+    "generate the model's alpacaeval answers (transformers or vLLM)",
+    *_answers_arguments("instructions"),
+)
 def _answers_alpacaeval(args: argparse.Namespace) -> None:
     from onmerge.judges.answers import write_alpacaeval_outputs
 
     _answer(args, write_alpacaeval_outputs, args.instructions)
+
+
+def _judge_arguments(benchmark: str) -> tuple[Argument, ...]:
+    """What `onmerge judge <benchmark>` takes besides its prompts and its own options."""
+    return (
+        _argument("--answers", type=Path, required=True, help=f"from `onmerge answers {benchmark}`"),
+        _argument("--cache", type=Path, required=True, help="folder of cached judgments (shared across runs)"),
+        _OUT,
+        _argument("--limit", type=int, metavar="N", help=_SUBSET),
+        _argument("--judge-model", help="override the judge model (default: $ONMERGE_JUDGE_MODEL, else the paper's)"),
+        _argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)"),
+        _argument(
+            "--attempts",
+            type=int,
+            metavar="N",
+            help="requests per judgment before an unscorable one is recorded as failed (default 3)",
+        ),
+    )
 
 
 def _judge_through_api(args: argparse.Namespace, benchmark: str, judge_file, prompts: str, **options: Any) -> None:
@@ -264,17 +526,35 @@ def _judge_through_api(args: argparse.Namespace, benchmark: str, judge_file, pro
     )
 
 
+@_command(
+    "judge mt-bench",
+    "MT-Bench 1-10 grading through an OpenAI-compatible judge",
+    _argument("--questions", required=True, help=_JUDGED_SOURCES["questions"]),
+    _argument("--references", help="FastChat's reference_answer/gpt-4.jsonl (else the questions' reference)"),
+    *_judge_arguments("mt-bench"),
+)
 def _judge_mt_bench(args: argparse.Namespace) -> None:
     from onmerge.judges import mt_bench
 
     _judge_through_api(args, "MT-Bench", mt_bench.judge_file, args.questions, references=args.references)
 
 
+@_command(
+    "judge alpacaeval",
+    "AlpacaEval 2.0 LC win rate through an OpenAI-compatible judge",
+    _argument("--instructions", required=True, help=_JUDGED_SOURCES["instructions"]),
+    _argument("--gamed-annotations", help="alpaca_eval's df_gamed.csv (needed by the default GLM)"),
+    _argument("--glm", default="length_controlled_v1", help="alpaca_eval's GLM (default length_controlled_v1)"),
+    *_judge_arguments("alpacaeval"),
+)
 def _judge_alpacaeval(args: argparse.Namespace) -> None:
     from onmerge.judges import alpacaeval
 
     options = {"gamed_source": args.gamed_annotations, "glm_name": args.glm}
     _judge_through_api(args, "AlpacaEval", alpacaeval.judge_file, args.instructions, **options)
+
+
+WORLDS = ("toy", "lm-eval")  # `--world`: whose metric names a results folder holds
 
 
 def _paper_metrics(world: str) -> dict[str, str]:
@@ -294,6 +574,14 @@ def _bootstrap(root: Path, world: str):
     return PairedBootstrap(lambda path: read_measures(root / path / "eval", metrics))
 
 
+@_command(
+    "aggregate",
+    "every evaluated model into one tidy CSV",
+    _argument("--root", type=Path, required=True, help="results/<preset>"),
+    _argument("--world", choices=WORLDS, required=True, help="whose metric names to read"),
+    _OUT,
+    _argument("models", nargs="+", help="model paths under the root (onmerge.grid)"),
+)
 def _aggregate(args: argparse.Namespace) -> None:
     from onmerge.aggregate import results_table
     from onmerge.atomic import write_text
@@ -303,6 +591,14 @@ def _aggregate(args: argparse.Namespace) -> None:
     print(f"{len(args.models)} models, {len(table)} rows -> {args.out}")
 
 
+@_command(
+    "failures",
+    "the samples of one model and column that lost points, and why",
+    _argument("--eval", type=Path, required=True, help="results/<preset>/<model>/eval"),
+    _argument("--column", required=True, help="a paper column, e.g. gsm8k_acc, mbpp_pass1, mt_bench"),
+    _argument("--world", choices=WORLDS, required=True, help="whose metric names the files use"),
+    _argument("--limit", type=int, default=20, help="show at most this many (default 20)"),
+)
 def _failures(args: argparse.Namespace) -> None:
     from onmerge.items import SAMPLES_FILE, failed, read_samples
 
@@ -321,6 +617,18 @@ def _failures(args: argparse.Namespace) -> None:
             print(f"read as:\n{record['extracted']}")
 
 
+# tables and verdicts both compare models through their per-item outcomes
+_COMPARING = (
+    _RESULTS,
+    _PRESET,
+    _argument("--paper", type=Path, required=True, help="the published tables (results/paper)"),
+    _argument("--root", type=Path, required=True, help="results/<preset>: the models' per-item outcomes"),
+    _argument("--world", choices=WORLDS, required=True, help="whose metric names to read"),
+    _OUT_DIR,
+)
+
+
+@_command("tables", "the paper's tables from results.csv, beside the published ones", *_COMPARING)
 def _tables(args: argparse.Namespace) -> None:
     from onmerge import regime, tables
     from onmerge.atomic import write_text
@@ -335,6 +643,7 @@ def _tables(args: argparse.Namespace) -> None:
     print(f"{', '.join(built)}, regime -> {args.out_dir}")
 
 
+@_command("verdicts", "each of the paper's claims: supported, contradicted or inconclusive", *_COMPARING)
 def _verdicts(args: argparse.Namespace) -> None:
     from onmerge import verdicts
     from onmerge.config import load_preset
@@ -349,6 +658,14 @@ def _verdicts(args: argparse.Namespace) -> None:
         print(f"{claim}: {records['verdict'].iloc[0]}")
 
 
+@_command(
+    "figures",
+    "the paper's figures and each study's training curves (PNG)",
+    _RESULTS,
+    _argument("--root", type=Path, required=True, help="results/<preset>, where the training logs are"),
+    _PRESET,
+    _OUT_DIR,
+)
 def _figures(args: argparse.Namespace) -> None:
     from onmerge import curves, figures
     from onmerge.config import load_preset
@@ -363,15 +680,33 @@ def _figures(args: argparse.Namespace) -> None:
         print(f"{name}: " + (f"no training log for {', '.join(missing)}" if missing else "complete"))
 
 
+@_command(
+    "provenance",
+    "environment, and each cell's seed, settings and timings",
+    _PRESET,
+    _argument("--benchmarks", type=Path, required=True, help="benchmarks/<preset> (Snakemake's timings)"),
+    _OUT_DIR,
+)
 def _provenance(args: argparse.Namespace) -> None:
     from onmerge import provenance
-    from onmerge.config import WORKFLOW, load_preset
-    from onmerge.grid import all_models
+    from onmerge.config import load_preset
 
     preset = load_preset(args.preset)
-    provenance.write(preset, all_models(preset), args.benchmarks, WORKFLOW.parent, args.out_dir)
+    provenance.write(preset, grid.all_models(preset), args.benchmarks, provenance.CHECKOUT, args.out_dir)
 
 
+@_command(
+    "bench optim",
+    "one step of each optimizer vs torch.optim.AdamW",
+    _argument("--params", type=int, default=30_000_000, help="total parameters (default 30M)"),
+    _argument("--tensors", type=int, default=20, help="number of parameter tensors (default 20)"),
+    _argument("--reserve-p", type=float, default=0.01, help="reserve rate p (default 0.01)"),
+    _argument("--repeats", type=int, default=7, help="timed steps per optimizer; the median is reported"),
+    _argument(
+        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: Qwen1.5-1.8B's shapes in bf16 (needs ~70 GB)"
+    ),
+    _argument("--out", type=Path, help="also write the rows as TSV here"),
+)
 def _bench_optim(args: argparse.Namespace) -> None:
     import torch
 
@@ -395,21 +730,14 @@ def _bench_optim(args: argparse.Namespace) -> None:
         write_text(args.out, rows_to_tsv(rows))
 
 
-def _bench_toy(args: argparse.Namespace) -> None:
-    import torch
-
-    from onmerge.bench import run_toy_benchmark
-
-    _threads(args.threads)
-    steps, totals = run_toy_benchmark(args.preset)
-    print(f"toy world from scratch, {torch.get_num_threads()} torch thread(s) per process; budgets from the issue")
-    print("build steps (two run at once, so they overlap):")
-    for step, seconds in steps.items():
-        print(f"  {step:<30}{seconds:>8.1f} s")
-    for what, (seconds, budget) in totals.items():
-        print(f"{what:<36}{seconds:>8.1f} s   budget {budget:.0f} s   {'met' if seconds <= budget else 'MISSED'}")
-
-
+@_command(
+    "bench gpu",
+    "generation throughput, transformers vs vLLM, on one model (CUDA)",
+    _argument("--model", type=Path, required=True, help="a small model folder with a chat template"),
+    _argument("--prompts", type=_count, default=64, help="requests, the same for both (default 64)"),
+    _argument("--max-new-tokens", type=_count, default=256, help="per request, greedy (default 256)"),
+    _argument("--batch-size", type=_count, default=16, help="transformers' batch (default 16, the presets')"),
+)
 def _bench_gpu(args: argparse.Namespace) -> None:
     from onmerge.bench import format_generation_runs, generation_bench_unavailable, run_generation_benchmark
 
@@ -422,227 +750,6 @@ def _bench_gpu(args: argparse.Namespace) -> None:
         f" tokens each; transformers in batches of {args.batch_size}, vLLM batching itself; one process, one GPU"
     )
     print(format_generation_runs(*runs))
-
-
-def _count(text: str) -> int:
-    """An integer of at least 1 (a command-line count)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onmerge", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    def command(group, name: str, run, help: str, *, threads: bool = False) -> argparse.ArgumentParser:
-        sub = group.add_parser(name, help=help)
-        sub.set_defaults(run=run)
-        if threads:
-            sub.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
-        return sub
-
-    toy = commands.add_parser("toy", help="build the toy world, one step at a time").add_subparsers(required=True)
-    step = command(toy, "tokenizer", _toy_tokenizer, "a byte-level BPE tokenizer of one architecture")
-    step.add_argument("--arch", choices=["qwen2", "llama"], required=True)
-    step.add_argument("--seed", type=int, required=True)
-    step.add_argument("--out", type=Path, required=True)
-    step = command(toy, "base", _toy_base, "pre-train one toy base model", threads=True)
-    step.add_argument("--backbone", required=True)
-    step.add_argument("--tokenizer", type=Path, required=True)
-    step.add_argument("--scale", choices=["toy", "smoke"], required=True)
-    step.add_argument("--seed", type=int, required=True)
-    step.add_argument("--out", type=Path, required=True)
-    step = command(toy, "sft", _toy_sft, "supervised fine-tuning of a toy base model", threads=True)
-    step.add_argument("--base", type=Path, required=True)
-    step.add_argument("--scale", choices=["toy", "smoke"], required=True)
-    step.add_argument("--seed", type=int, required=True)
-    step.add_argument("--out", type=Path, required=True)
-    step = command(toy, "preferences", _toy_preferences, "preference pairs (train/test) and their unpaired view")
-    step.add_argument("--pairs", type=int, required=True)
-    step.add_argument("--seed", type=int, required=True)
-    step.add_argument("--out-dir", type=Path, required=True)
-    step = command(toy, "suite", _toy_suite, "the held-out benchmark suite as lm-eval tasks")
-    step.add_argument("--docs-per-task", type=int, required=True)
-    step.add_argument("--seed", type=int, required=True)
-    step.add_argument("--out", type=Path, required=True)
-
-    step = command(commands, "fetch-model", _fetch_model, "a paper backbone's checkpoint: local folder or hub id")
-    step.add_argument("--source", required=True)
-    step.add_argument("--out", type=Path, required=True)
-    step = command(commands, "ultrafeedback", _ultrafeedback, "UltraFeedback binarized as trl preference rows")
-    step.add_argument("--dataset", required=True, help="hub id or local folder in the dataset's own schema")
-    step.add_argument("--train-split", required=True)
-    step.add_argument("--test-split", required=True)
-    step.add_argument("--out-dir", type=Path, required=True)
-
-    step = command(commands, "train", _train, "one RLHF training cell (DPO, IPO or KTO) through trl", threads=True)
-    step.add_argument("--sft", type=Path, required=True)
-    step.add_argument("--base", type=Path, help="the pre-trained model (online merging optimizers need it)")
-    step.add_argument("--preferences", type=Path, required=True, help="JSON rows in trl's conversational format")
-    step.add_argument("--settings", required=True, help="JSON: {training: {...}, optimizer: {...}} (onmerge.grid)")
-    step.add_argument("--out", type=Path, required=True, help="the model folder")
-    step.add_argument("--training-log", type=Path, required=True, help="JSON: trl's metrics at each logging step")
-
-    step = command(commands, "merge", _merge, "an offline merge of an RLHF model with its SFT model", threads=True)
-    step.add_argument("--method", choices=["linear", "dare", "ties"], required=True)
-    step.add_argument("--rlhf", type=Path, required=True)
-    step.add_argument("--sft", type=Path, required=True)
-    step.add_argument("--base", type=Path, required=True)
-    step.add_argument("--weight", type=float, required=True, help="the RLHF model's weight")
-    step.add_argument("--density", type=float, help="dare and ties only")
-    step.add_argument("--seed", type=int, default=0, help="seed of DARE's drop masks")
-    step.add_argument("--out", type=Path, required=True)
-
-    from onmerge.lm_evaluation import BACKENDS
-
-    backend_help = "what generates: hf (transformers, CUDA if any) or vllm (a GPU, .venv-vllm); default hf"
-    evaluate = commands.add_parser("evaluate", help="evaluate one model").add_subparsers(required=True)
-    step = command(evaluate, "toy", _evaluate_toy, "every toy benchmark column and the judged task", threads=True)
-    step.add_argument("--model", type=Path, required=True)
-    step.add_argument("--suite", type=Path, required=True)
-    step.add_argument("--metrics", type=Path, required=True)
-    step.add_argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate")
-    step.add_argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)")
-    step.add_argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)")
-
-    step = command(evaluate, "lm-eval", _evaluate_lm_eval, "lm-eval tasks (built-in or under --include-path)")
-    step.add_argument("--model", type=Path, required=True)
-    step.add_argument("--tasks", nargs="+", required=True)
-    step.add_argument("--include-path", type=Path, help="folder of custom task YAMLs (default: onmerge.lm_tasks)")
-    step.add_argument("--backend", choices=BACKENDS, default="hf", help=backend_help)
-    step.add_argument("--batch-size", type=int, default=16, help="transformers' batch (vLLM batches by itself)")
-    step.add_argument(
-        "--sampling",
-        nargs="+",
-        type=_sampling_setting,
-        default=[],
-        metavar="KEY=VALUE",
-        help="generation settings of the sampled tasks (temperature, top_p, top_k, repetition_penalty)",
-    )
-    step.add_argument("--metrics", type=Path, required=True)
-    step.add_argument("--items", type=Path, required=True, help="the 14 columns' per-item scores (onmerge.items)")
-    step.add_argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)")
-
-    judge = commands.add_parser("judge", help="judged reward benchmarks").add_subparsers(required=True)
-    step = command(judge, "toy", _judge_toy, "toy AlpacaEval 2.0: LC win rate against the SFT reference")
-    step.add_argument("--suite", type=Path, required=True)
-    step.add_argument("--answers", type=Path, required=True)
-    step.add_argument("--reference-answers", type=Path, required=True)
-    step.add_argument("--out", type=Path, required=True)
-    judged_sources = {
-        "questions": "MT-Bench questions in FastChat's question.jsonl schema: a file, hf://datasets/... or a URL",
-        "instructions": "AlpacaEval 2.0 instructions with the reference outputs (alpaca_eval_gpt4_baseline.json)",
-    }
-    subset = "only the first N (tests, smoke runs); without it the full set is required"
-    judge_help = "override the judge model (default: $ONMERGE_JUDGE_MODEL, else the paper's)"
-    attempts_help = "requests per judgment before an unscorable one is recorded as failed (default 3)"
-    step = command(judge, "mt-bench", _judge_mt_bench, "MT-Bench 1-10 grading through an OpenAI-compatible judge")
-    step.add_argument("--questions", required=True, help=judged_sources["questions"])
-    step.add_argument("--references", help="FastChat's reference_answer/gpt-4.jsonl (else the questions' reference)")
-    step.add_argument("--answers", type=Path, required=True, help="from `onmerge answers mt-bench`")
-    step.add_argument("--cache", type=Path, required=True, help="folder of cached judgments (shared across runs)")
-    step.add_argument("--out", type=Path, required=True)
-    step.add_argument("--limit", type=int, metavar="N", help=subset)
-    step.add_argument("--judge-model", help=judge_help)
-    step.add_argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)")
-    step.add_argument("--attempts", type=int, metavar="N", help=attempts_help)
-    step = command(
-        judge, "alpacaeval", _judge_alpacaeval, "AlpacaEval 2.0 LC win rate through an OpenAI-compatible judge"
-    )
-    step.add_argument("--instructions", required=True, help=judged_sources["instructions"])
-    step.add_argument("--answers", type=Path, required=True, help="from `onmerge answers alpacaeval`")
-    step.add_argument("--cache", type=Path, required=True, help="folder of cached judgments (shared across runs)")
-    step.add_argument("--out", type=Path, required=True)
-    step.add_argument("--gamed-annotations", help="alpaca_eval's df_gamed.csv (needed by the default GLM)")
-    step.add_argument("--glm", default="length_controlled_v1", help="alpaca_eval's GLM (default length_controlled_v1)")
-    step.add_argument("--limit", type=int, metavar="N", help=subset)
-    step.add_argument("--judge-model", help=judge_help)
-    step.add_argument("--workers", type=int, default=8, help="concurrent judge requests (default 8)")
-    step.add_argument("--attempts", type=int, metavar="N", help=attempts_help)
-
-    answers = commands.add_parser("answers", help="a model's answers for the judged benchmarks").add_subparsers(
-        required=True
-    )
-    for name, run, source in (
-        ("mt-bench", _answers_mt_bench, "questions"),
-        ("alpacaeval", _answers_alpacaeval, "instructions"),
-    ):
-        step = command(answers, name, run, f"generate the model's {name} answers (transformers or vLLM)")
-        step.add_argument("--model", type=Path, required=True)
-        step.add_argument(f"--{source}", required=True, help=judged_sources[source])
-        step.add_argument("--generation", required=True, help='JSON sampling settings, e.g. {"do_sample": true, ...}')
-        step.add_argument("--out", type=Path, required=True)
-        step.add_argument("--limit", type=int, metavar="N", help=subset)
-        step.add_argument("--seed", type=int, default=1234, help="generation seed (default 1234)")
-        step.add_argument("--backend", choices=BACKENDS, default="hf", help=backend_help)
-        step.add_argument("--batch-size", type=int, default=16, help="transformers' batch (vLLM batches by itself)")
-
-    step = command(commands, "aggregate", _aggregate, "every evaluated model into one tidy CSV")
-    step.add_argument("--root", type=Path, required=True, help="results/<preset>")
-    step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names to read")
-    step.add_argument("--out", type=Path, required=True)
-    step.add_argument("models", nargs="+", help="model paths under the root (onmerge.grid)")
-
-    for name, run, help in (
-        ("tables", _tables, "the paper's tables from results.csv, beside the published ones"),
-        ("verdicts", _verdicts, "each of the paper's claims: supported, contradicted or inconclusive"),
-    ):  # both compare models through their per-item outcomes
-        step = command(commands, name, run, help)
-        step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
-        step.add_argument("--preset", required=True, help="the preset's name or YAML path")
-        step.add_argument("--paper", type=Path, required=True, help="the published tables (results/paper)")
-        step.add_argument("--root", type=Path, required=True, help="results/<preset>: the models' per-item outcomes")
-        step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names to read")
-        step.add_argument("--out-dir", type=Path, required=True)
-
-    step = command(commands, "failures", _failures, "the samples of one model and column that lost points, and why")
-    step.add_argument("--eval", type=Path, required=True, help="results/<preset>/<model>/eval")
-    step.add_argument("--column", required=True, help="a paper column, e.g. gsm8k_acc, mbpp_pass1, mt_bench")
-    step.add_argument("--world", choices=("toy", "lm-eval"), required=True, help="whose metric names the files use")
-    step.add_argument("--limit", type=int, default=20, help="show at most this many (default 20)")
-
-    step = command(commands, "figures", _figures, "the paper's figures and each study's training curves (PNG)")
-    step.add_argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
-    step.add_argument("--root", type=Path, required=True, help="results/<preset>, where the training logs are")
-    step.add_argument("--preset", required=True, help="the preset's name or YAML path")
-    step.add_argument("--out-dir", type=Path, required=True)
-
-    step = command(commands, "provenance", _provenance, "environment, and each cell's seed, settings and timings")
-    step.add_argument("--preset", required=True, help="the preset's name or YAML path")
-    step.add_argument("--benchmarks", type=Path, required=True, help="benchmarks/<preset> (Snakemake's timings)")
-    step.add_argument("--out-dir", type=Path, required=True)
-
-    bench = commands.add_parser("bench", help="benchmarks (ratios against a reference measured in the same run)")
-    bench_kinds = bench.add_subparsers(dest="kind", required=True)
-    optim = command(bench_kinds, "optim", _bench_optim, "one step of each optimizer vs torch.optim.AdamW")
-    optim.add_argument("--params", type=int, default=30_000_000, help="total parameters (default 30M)")
-    optim.add_argument("--tensors", type=int, default=20, help="number of parameter tensors (default 20)")
-    optim.add_argument("--reserve-p", type=float, default=0.01, help="reserve rate p (default 0.01)")
-    optim.add_argument("--repeats", type=int, default=7, help="timed steps per optimizer; the median is reported")
-    optim.add_argument(
-        "--device", choices=("cpu", "cuda"), default="cpu", help="cuda: Qwen1.5-1.8B's shapes in bf16 (needs ~70 GB)"
-    )
-    optim.add_argument("--out", type=Path, help="also write the rows as TSV here")
-    toy_bench = command(
-        bench_kinds, "toy", _bench_toy, "time the toy world, one DPO run and one evaluation", threads=True
-    )
-    toy_bench.add_argument("--preset", default="toy", help="a toy preset's name or YAML path (default: toy)")
-    gpu = command(bench_kinds, "gpu", _bench_gpu, "generation throughput, transformers vs vLLM, on one model (CUDA)")
-    gpu.add_argument("--model", type=Path, required=True, help="a small model folder with a chat template")
-    gpu.add_argument("--prompts", type=_count, default=64, help="requests, the same for both (default 64)")
-    gpu.add_argument("--max-new-tokens", type=_count, default=256, help="per request, greedy (default 256)")
-    gpu.add_argument("--batch-size", type=_count, default=16, help="transformers' batch (default 16, the presets')")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
-    args.run(args)
 
 
 if __name__ == "__main__":

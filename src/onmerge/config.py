@@ -4,6 +4,10 @@ before any work.
 Snakemake reads and validates the run configuration itself, and `check_config_files` adds what its reader lets
 through; `load_preset` is shared by the workflow and the command line, so a bad preset fails the same way in both,
 naming the file and the key.
+
+The presets and schemas are package data, found through importlib.resources, so an installed wheel has them too. In
+a checkout, src/onmerge/presets and src/onmerge/schemas link to workflow/config/presets and workflow/schemas: one
+copy, which `PRESETS` and `SCHEMAS` name by its real path, as the workflow's rules do.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,34 +24,28 @@ import yaml
 
 from onmerge.grid import NAME_PATTERN, check_preset
 
-WORKFLOW = Path(__file__).resolve().parents[2] / "workflow"
-DEFAULT_CONFIG = WORKFLOW / "config" / "config.yaml"
-PRESETS = WORKFLOW / "config" / "presets"
-SCHEMAS = WORKFLOW / "schemas"
+# pip installs a package as a folder, so its resources are files: Snakemake and error messages can name them.
+PRESETS = Path(str(resources.files("onmerge") / "presets")).resolve()
+SCHEMAS = Path(str(resources.files("onmerge") / "schemas")).resolve()
 
 
-def load_config(path: Path, schema: Path | None = None) -> dict[str, Any]:
-    """Read `path` and validate it against `schema` (default: the run configuration's); ValueError names the key."""
-    return _load_validated(Path(path), Path(schema) if schema else SCHEMAS / "config.schema.yaml")
-
-
-def preset_path(preset: str, presets_dir: Path = PRESETS) -> Path:
+def preset_path(preset: str) -> Path:
     """A preset by name (`toy`, `smoke`, `qwen1.5-7b`, ...) or by the path of a YAML file."""
     if preset.endswith((".yaml", ".yml")):
         return Path(preset)
-    path = Path(presets_dir) / f"{preset}.yaml"
+    path = PRESETS / f"{preset}.yaml"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in Path(presets_dir).glob("*.yaml")))
+        known = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
         raise ValueError(f"preset {preset!r}: no {path} (presets: {known}; or give the path of a YAML file)")
     return path
 
 
-def load_preset(preset: str, presets_dir: Path = PRESETS) -> dict[str, Any]:
+def load_preset(preset: str) -> dict[str, Any]:
     """The preset, validated by the schema and by `onmerge.grid.check_preset` (names that refer to each other)."""
     from onmerge.toyworld.backbones import BACKBONES
 
-    path = preset_path(preset, presets_dir)
-    loaded = _load_validated(path, SCHEMAS / "preset.schema.yaml")
+    path = preset_path(preset)
+    loaded = load_validated(path, SCHEMAS / "preset.schema.yaml")
     try:
         check_preset(loaded, frozenset(BACKBONES))
     except ValueError as error:
@@ -136,7 +135,9 @@ def _dotted(where: tuple) -> str:
     return ".".join(str(part) for part in where) or "(top level)"
 
 
-def _load_validated(path: Path, schema: Path) -> dict[str, Any]:
+def load_validated(path: Path, schema: Path) -> dict[str, Any]:
+    """A YAML file read strictly (`read_yaml`) and validated against a JSON schema (in YAML); ValueError names the
+    file and the key."""
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     loaded = read_yaml(path) or {}

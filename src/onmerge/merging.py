@@ -1,9 +1,9 @@
 """Offline merging baselines: the RLHF model merged back with its SFT model, through mergekit, on CPU.
 
 The paper's offline baselines are mergekit merges (linear, DARE, TIES) of the RLHF model with the SFT model it
-started from, over the pre-trained base, plus a linear interpolation grid between SFT and RLHF. `reference_merge`
-computes the linear and TIES merges with the primitives the online optimizers use (`onmerge.merge_ops`), so a test
-can show that offline and online merging share one definition.
+started from, over the pre-trained base; the linear merge at weights between 0 and 1 is also the interpolation grid
+between SFT and RLHF. tests/test_merging.py computes the same merges with the primitives the online optimizers use
+(`onmerge.merge_ops`) and checks that mergekit agrees: offline and online merging share one definition.
 
 mergekit settings, chosen deliberately (they are mergekit 0.1.5's defaults, which the paper used as far as we know):
 
@@ -23,7 +23,7 @@ first. mergekit's README.md and mergekit_config.yml stay as a record of the merg
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,11 +31,9 @@ import torch
 from mergekit.config import MergeConfiguration
 from mergekit.io.tasks import LoaderCache
 from mergekit.merge import MergeOptions, run_merge
-from torch import Tensor
 
 from onmerge.atomic import atomic_dir
 from onmerge.checkpoints import check_same_parameters, parameter_locations
-from onmerge.merge_ops import dare, magnitude_prune, rescale_to_l1, seeded_generator, sign_consensus
 
 MergeMethod = Literal["linear", "dare", "ties"]
 
@@ -102,91 +100,6 @@ def merge_with_reference(
         settings=_MERGEKIT_SETTINGS[method],
     )
     return _run_mergekit(config, sft=folders["sft"], out=out, seed=seed)
-
-
-def interpolate(*, rlhf: Path, sft: Path, lam: float, out: Path, overwrite: bool = False) -> Path:
-    """Write theta_sft + lam * (theta_rlhf - theta_sft), lam in [0, 1]: the paper's interpolation grid. Returns `out`.
-
-    This is mergekit's linear merge with weights lam (RLHF) and 1 - lam (SFT), normalised; at lam = 0 and lam = 1 it
-    reproduces the SFT and RLHF weights exactly.
-    """
-    _check_fraction("lam", lam, allow_zero=True)
-    folders = {"rlhf": Path(rlhf), "sft": Path(sft)}
-    check_same_parameters({role: _checkpoint_shapes(role, folder) for role, folder in folders.items()})
-    out = Path(out)
-    _check_output(out, folders.values(), overwrite)
-    config = _mergekit_config(
-        "linear",
-        [(folders["rlhf"], {"weight": lam}), (folders["sft"], {"weight": 1.0 - lam})],
-        base=None,
-        settings=_MERGEKIT_SETTINGS["linear"],
-    )
-    return _run_mergekit(config, sft=folders["sft"], out=out, seed=0)
-
-
-def reference_merge(
-    method: MergeMethod,
-    *,
-    rlhf_sd: Mapping[str, Tensor],
-    sft_sd: Mapping[str, Tensor],
-    base_sd: Mapping[str, Tensor],
-    weight: float,
-    density: float | None,
-    seed: int = 0,
-) -> dict[str, Tensor]:
-    """`merge_with_reference` computed in memory with `onmerge.merge_ops`, step for step as mergekit does it.
-
-    linear and TIES agree with mergekit's output up to float rounding (and, in low precision, which of several equal
-    magnitudes at the trimming threshold is kept); that agreement ties the offline baselines to the online
-    optimizers' primitives. DARE follows mergekit's `dare_linear` (random keep, L1 rescale,
-    weighted sum) but draws its masks from `seeded_generator(seed, name, role)`, not mergekit's global RNG stream.
-    """
-    _check_method(method)
-    _check_fraction("weight", weight, allow_zero=True)
-    _check_density(method, density)
-    state_dicts = {"rlhf": rlhf_sd, "sft": sft_sd, "base": base_sd}
-    check_same_parameters({role: {name: tuple(t.shape) for name, t in sd.items()} for role, sd in state_dicts.items()})
-    merged = {}
-    for name in sft_sd:
-        rlhf, sft, base = rlhf_sd[name], sft_sd[name], base_sd[name]
-        if method == "linear":
-            merged[name] = _linear_reference(rlhf, sft, weight)
-        elif method == "ties":
-            merged[name] = _ties_reference(rlhf, sft, base, weight, density)
-        else:
-            generators = [seeded_generator(seed, name, role) for role in ("rlhf", "sft")]
-            merged[name] = _dare_reference(rlhf, sft, base, weight, density, generators)
-    return merged
-
-
-def _linear_reference(rlhf: Tensor, sft: Tensor, weight: float) -> Tensor:
-    """mergekit `linear`, normalised: the weighted sum in at least float32, divided by the sum of the weights."""
-    compute_dtype = torch.float64 if rlhf.dtype == torch.float64 else torch.float32
-    weights = torch.tensor([weight, 1.0 - weight], dtype=compute_dtype)
-    total = rlhf.to(compute_dtype) * weights[0] + sft.to(compute_dtype) * weights[1]
-    return (total / weights.sum()).to(rlhf.dtype)
-
-
-def _ties_reference(rlhf: Tensor, sft: Tensor, base: Tensor, weight: float, density: float) -> Tensor:
-    """mergekit `ties`, normalised: trim by magnitude, weight, elect signs by weighted sum, mean over the kept."""
-    weights = torch.tensor([weight, 1.0 - weight], dtype=base.dtype)
-    trimmed = [magnitude_prune(model - base, density).to_dense() for model in (rlhf, sft)]
-    elected = sign_consensus([w * delta for w, delta in zip(weights, trimmed, strict=True)])
-    divisor = sum(w * (delta != 0) for w, delta in zip(weights, elected, strict=True))
-    divisor[divisor == 0] = 1
-    return base + torch.stack(elected).sum(0) / divisor
-
-
-def _dare_reference(
-    rlhf: Tensor, sft: Tensor, base: Tensor, weight: float, density: float, generators: list[torch.Generator]
-) -> Tensor:
-    """mergekit `dare_linear` with its defaults: random keep at `density`, L1 rescale, weighted sum, no normalising."""
-    merged = torch.zeros_like(base)
-    for model, model_weight, generator in zip((rlhf, sft), (weight, 1.0 - weight), generators, strict=True):
-        delta = model - base
-        kept = rescale_to_l1(dare(delta, density, generator), delta.abs().sum())
-        kept.add_to_(merged, alpha=model_weight)
-    return base + merged
 
 
 def _mergekit_config(

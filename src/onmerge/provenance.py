@@ -18,6 +18,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from importlib import metadata
@@ -28,21 +29,6 @@ import pandas as pd
 
 from onmerge.atomic import write_json
 from onmerge.grid import Checkpoint, MergeCell, Model, TrainCell, format_params, training_settings
-
-PACKAGES = (
-    "torch",
-    "transformers",
-    "trl",
-    "lm-eval",
-    "snakemake",
-    "mergekit",
-    "peft",
-    "accelerate",
-    "pandas",
-    "matplotlib",
-    "onmerge",
-)
-
 
 CHECKOUT = Path(__file__).resolve().parents[2]  # this package's checkout, for the git commit
 RECORD = "provenance.json"  # a step's record, inside the folder it made
@@ -66,10 +52,24 @@ def _git(checkout: Path, *args: str) -> str:
     ).stdout.strip()
 
 
+_REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a PEP 508 requirement starts with its name
+
+
+def pipeline_packages() -> list[str]:
+    """This package and the distributions it requires (pyproject.toml's dependencies, extras left out), by name: from
+    the installed distribution's metadata or, where the package runs from a checkout without being installed in the
+    environment (`snakemake --sdm conda` jobs), from the checkout's pyproject.toml."""
+    try:
+        requirements = [r for r in metadata.requires("onmerge") or [] if "extra ==" not in r]
+    except metadata.PackageNotFoundError:
+        requirements = tomllib.loads((CHECKOUT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return ["onmerge", *(_REQUIREMENT_NAME.match(requirement).group() for requirement in requirements)]
+
+
 def software(checkout: Path) -> dict[str, Any]:
     """The code that ran: git commit of the checkout, Python, platform and the pipeline's package versions."""
     versions = {}
-    for package in PACKAGES:
+    for package in pipeline_packages():
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
