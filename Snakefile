@@ -17,7 +17,7 @@ wildcard_constraints:
     backbone=grid.NAME,
     regime=rf"(?:regime~{grid.NAME}/)?",
     loss="|".join(grid.LOSSES),
-    method="|".join(grid.METHOD_PARAMS),
+    method="|".join(methods.names()),
     params=grid.PATH_SEGMENT,
     seed=r"\d+",
     merge="|".join(grid.MERGES),

@@ -20,7 +20,8 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from onmerge.figures import FIGSIZE_WIDTH, STYLES, footer, legend_entries, missing_note, save_png
+from onmerge import methods
+from onmerge.figures import FIGSIZE_WIDTH, footer, legend_entries, missing_note, save_png
 from onmerge.grid import PATH_KEYS, TrainCell, study_regimes
 from onmerge.tables import LABELS, Candidate, backbone_title, regime_title, row_candidates, row_label
 
@@ -28,16 +29,9 @@ LOG = "training_log.json"  # beside a training cell's model folder
 PREFIX = "curves_"
 # (trl's metric, axis label): the two panels of each row
 PANELS = (("rewards/margins", "reward margin (chosen - rejected)"), ("loss", "training loss"))
-# A method row's colour: the interpolation plane's for the online optimizers, AdamW that of its SFT -> AdamW curve.
-COLORS = {
-    "adamw": "tab:blue",
-    "kl": "tab:cyan",
-    "ema": "tab:olive",
-    "childtuning": "tab:gray",
-    "lora": "tab:pink",
-    "ondare": STYLES["ondare"][0],
-    "onties": STYLES["onties"][0],
-}
+# The colour of a row that is not named after its method (KL is AdamW at a searched beta); the others take their
+# method's (`onmerge.methods.Style`).
+ROW_COLORS = {"kl": "tab:cyan"}
 PANEL_HEIGHT = 3.2
 
 
@@ -112,21 +106,23 @@ def _color(preset: Mapping[str, Any], curve: Curve) -> tuple[float, float, float
     """The row's colour (by name, else by its method), lighter for a method's earlier settings."""
     setting = preset["methods"][curve.row]
     unmerged = setting["method"] == "ondare" and setting.get("alpha") == 0  # update dropout: ChildTuning's grey
-    kind = "childtuning" if unmerged else setting["method"].removesuffix("-published")
-    base = to_rgb(COLORS.get(curve.row, COLORS.get(kind, "tab:red")))
+    kind = "childtuning" if unmerged else setting["method"]
+    named = methods.get(curve.row).style.color if curve.row in methods.names() else ROW_COLORS.get(curve.row)
+    base = to_rgb(named or methods.get(kind).style.color)
     lighten = 0.6 * (1 - curve.shade / (curve.shades - 1)) if curve.shades > 1 else 0.0
     return tuple(channel + (1 - channel) * lighten for channel in base)
 
 
 def _draw_panel(ax: Axes, preset: Mapping[str, Any], drawn: list[tuple[Curve, list]], metric: str) -> None:
     for curve, histories in drawn:
-        color = _color(preset, curve)
+        method = methods.get(preset["methods"][curve.row]["method"])
+        style = {"color": _color(preset, curve), "linestyle": method.style.linestyle}  # dashed: as published
         seeds = [points([history], metric) for history in histories] if len(histories) > 1 else []
         for line in filter(None, seeds):
-            ax.plot(*zip(*line, strict=True), color=color, linewidth=0.6, alpha=0.35)
+            ax.plot(*zip(*line, strict=True), **style, linewidth=0.6, alpha=0.35)
         line = points(histories, metric)
         if line:
-            ax.plot(*zip(*line, strict=True), color=color, linewidth=1.6, label=curve.label)
+            ax.plot(*zip(*line, strict=True), **style, linewidth=1.6, label=curve.label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, alpha=0.3)
 

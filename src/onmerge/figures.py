@@ -20,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullLocator
 
+from onmerge import methods
 from onmerge.atomic import atomic_file
 from onmerge.grid import MERGES, Checkpoint, MergeCell
 from onmerge.tables import (
@@ -29,6 +30,7 @@ from onmerge.tables import (
     Results,
     backbone_title,
     choose,
+    label_of,
     row_candidates,
     row_label,
     select_by,
@@ -45,15 +47,14 @@ LEVEL_LABELS = {"adamw": "AdamW (default settings)", "reference": "Reference (SF
 FIGURE_TITLES = {"figure2": "Figure 2", "figure3": "Figure 3", "figure4": "Figure 4"}
 VARIED = {"reserve_p": "reserve rate p", "merge_every": "step-K gap K (steps between merges)", "beta": "DPO β"}
 INTERPOLATION = "interpolation"
-ONLINE = ("ondare", "onties")
-# Interpolation plane: the style of each group of points (colour, marker, filled).
-STYLES = {
+# Interpolation plane: the style of each offline merge's points (colour, marker, filled); a method's is its own
+# (`onmerge.methods.Style`), filled.
+MERGE_STYLES = {
     "linear": ("tab:orange", "s", False),
     "dare": ("tab:green", "^", True),
     "ties": ("tab:red", "v", True),
-    "ondare": ("tab:purple", "*", True),
-    "onties": ("tab:brown", "D", True),
 }
+MARKER_SIZE = 7
 CURVE_COLORS = ("tab:blue", "tab:cyan", "tab:olive")
 FIGSIZE_WIDTH, PANEL_HEIGHT, DPI = 10.0, 4.0, 120
 MISSING_LISTED = 6  # missing paths written out on a figure; the rest are counted (all are in draw's return value)
@@ -102,7 +103,7 @@ class Group:
     where it has results, and only then are its unmeasured cells missing; without any it is noted as not drawn.
     """
 
-    style: str  # "curve" or a key of STYLES
+    style: str  # "curve", a merge (MERGE_STYLES) or a method (onmerge.methods)
     label: str
     marks: list[Mark]
     missing: list[str]
@@ -184,21 +185,26 @@ def plane(results: Results, preset: Mapping[str, Any], backbone: str) -> list[Gr
                 (f"{weight:g}", [tuple(MergeCell(cell, "linear", (("weight", float(weight)),)) for cell in source)])
                 for weight in study["interpolate"]
             ]
-            name = LABELS.get(method, method)
+            name = label_of(method)
             steps = [("SFT (0)", [sft]), *merges, (f"{name} (1)", [source])]
             label = f"SFT → {name}, linear merge weight w" + (f" ({setting_of(source)})" if len(sources) > 1 else "")
             groups.append(group("curve", label, steps, overlay=False))
-    source = LABELS.get(preset["offline"]["source"], preset["offline"]["source"])
+    source = label_of(preset["offline"]["source"])
     for merge in MERGES:
         candidates = row_candidates(preset, whole, backbone, LOSS, merge)
         steps = [(setting_of(candidate), [candidate]) for candidate in candidates]
         groups.append(group(merge, f"{LABELS[merge]} (offline grid on {source})", steps, overlay=True))
-    for method in ONLINE:
+    for method in online_rows():
         candidates = row_candidates(preset, whole, backbone, LOSS, method)
         if candidates is not None:
-            name = LABELS[method]
+            name = label_of(method)
             groups.append(group(method, f"{name} (online, default settings)", [(name, candidates)], overlay=True))
     return groups
+
+
+def online_rows() -> list[str]:
+    """The online optimizers the plane shows at their default settings: Table 1's (`onmerge.methods`)."""
+    return [method.name for method in methods.registered() if method.online and method.group is not None]
 
 
 def _plane_missing(groups: list[Group]) -> tuple[list[str], list[str]]:
@@ -329,11 +335,15 @@ def _draw_plane_axes(ax: Axes, groups: list[Group]) -> bool:
             continue
         xs = [mark.reward.value for mark in group.marks]
         ys = [mark.benchmark.value for mark in group.marks]
+        size = MARKER_SIZE
         if group.style == "curve":
             color, marker, filled = CURVE_COLORS[curves % len(CURVE_COLORS)], "o", True
             curves += 1
+        elif group.style in MERGE_STYLES:
+            color, marker, filled = MERGE_STYLES[group.style]
         else:
-            color, marker, filled = STYLES[group.style]
+            style = methods.get(group.style).style
+            color, marker, filled, size = style.color, style.marker, True, style.markersize or MARKER_SIZE
         drawn = ax.errorbar(
             xs,
             ys,
@@ -342,7 +352,7 @@ def _draw_plane_axes(ax: Axes, groups: list[Group]) -> bool:
             fmt=marker + ("-" if group.style == "curve" else ""),
             color=color,
             markerfacecolor=color if filled else "none",
-            markersize=13 if group.style == "ondare" else 7,
+            markersize=size,
             elinewidth=0.8,
             capsize=2,
             label=group.label,
@@ -361,7 +371,7 @@ def _draw_plane_axes(ax: Axes, groups: list[Group]) -> bool:
                 yerr=[mark.benchmark.seed_sd for mark in several],
             )
             spread_drawn = True
-        if group.style == "curve" or group.style in ONLINE:
+        if group.style not in MERGE_STYLES:  # the curve's weights and the online optimizers' names
             offset = (6, 4) if group.style == "curve" else (7, -12)  # online names below, apart from the curve's
             for mark, x, y in zip(group.marks, xs, ys, strict=True):
                 ax.annotate(

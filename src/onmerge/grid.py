@@ -11,11 +11,11 @@ Under `results/<preset>/`:
     <training cell>/merge/<linear|dare|ties>/<params>         an offline merge of that cell with its SFT model
 
 each holding `model/` and `eval/`. `<params>` lists the method's own hyper-parameters as `key~value` pairs joined by
-`_`, always all of them and in a fixed order (e.g. `beta~0.1_p~0.01_alpha~2e-05_k~1`), so every cell has one path.
-Trainer settings every cell shares (epochs, batch size, ...) are not in the path; the workflow passes them as rule
-params, so changing one reruns the cells it touches. A study that trains with other settings (the precision study's
-small steps in fp32 and pure bf16) names a *regime*, a named set of overrides of the preset's `training`, and its cells
-live under `regime~<name>/`, apart from the cells trained with the preset's own settings.
+`_`, always all of them and in its order (`onmerge.methods`; e.g. `beta~0.1_p~0.01_alpha~2e-05_k~1`), so every cell
+has one path. Trainer settings every cell shares (epochs, batch size, ...) are not in the path; the workflow passes
+them as rule params, so changing one reruns the cells it touches. A study that trains with other settings (the
+precision study's small steps in fp32 and pure bf16) names a *regime*, a named set of overrides of the preset's
+`training`, and its cells live under `regime~<name>/`, apart from the cells trained with the preset's own settings.
 
 This module imports nothing heavy: Snakemake reads it while it parses the workflow.
 """
@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from onmerge import hyperparameters
+from onmerge import hyperparameters, methods
 
 # A name that becomes a path segment, a wildcard or a file name (the preset's, its backbones', methods' and
 # studies'): letters, digits, '.', '_' and '-', starting with a letter or digit, so never '.', '..', a hidden folder or
@@ -45,24 +45,6 @@ LOSSES = ("dpo", "ipo", "kto")
 MERGES = ("linear", "dare", "ties")
 ROLES = ("base", "sft")
 
-# Each method's hyper-parameters, in path order; beta is DPO's, the rest the optimizer's (or LoRA's).
-_ONLINE_PARAMS = ("beta", "reserve_p", "alpha", "merge_every")
-METHOD_PARAMS: dict[str, tuple[str, ...]] = {
-    "adamw": ("beta",),
-    "lora": ("beta", "lora_rank", "learning_rate"),
-    "ema": ("beta", "ema_decay"),
-    "childtuning": ("beta", "reserve_p"),
-    "ondare": _ONLINE_PARAMS,
-    "onties": _ONLINE_PARAMS,
-    # The published code's behaviour where ours fixes it (PAPER.md section 2): step-K updates only the first tensors
-    # between merges, and OnTIES keeps a tensor with reserve_p * numel < 1 dense. For Figures 2 and 3 "as published".
-    "ondare-published": _ONLINE_PARAMS,
-    "onties-published": _ONLINE_PARAMS,
-}
-# The optimizer each method kind trains with, and whether with the published code's semantics.
-OPTIMIZER_OF_METHOD = {
-    method: (method.removesuffix("-published"), method.endswith("-published")) for method in METHOD_PARAMS
-}
 MERGE_PARAMS: dict[str, tuple[str, ...]] = {
     "linear": ("weight",),
     "dare": ("density", "weight"),
@@ -81,9 +63,6 @@ PATH_KEYS = {
 }
 _PARAM_OF_KEY = {key: param for param, key in PATH_KEYS.items()}
 INTEGER_PARAMS = frozenset({"merge_every", "lora_rank"})
-# Trainer settings among the methods' hyper-parameters: taken from the preset's `training` section unless a method
-# (or a sweep) sets its own, and passed to the trainer rather than to the optimizer.
-SHARED_FROM_TRAINING = ("beta", "learning_rate")
 # Trainer settings that size a training job (its devices, time and memory): one value per preset, not per regime.
 PER_PRESET_RESOURCES = frozenset({"gpus", "runtime_minutes", "mem_mb"})
 
@@ -202,9 +181,11 @@ def parse(path: str) -> Model:
     backbone, loss, method, params, seed = parts[:5]
     if loss not in LOSSES:
         raise ValueError(f"{path!r}: unknown loss {loss!r} (one of {', '.join(LOSSES)})")
-    if method not in METHOD_PARAMS:
-        raise ValueError(f"{path!r}: unknown method {method!r} (one of {', '.join(METHOD_PARAMS)})")
-    hyper = parse_params(params, METHOD_PARAMS[method], path)
+    try:
+        expected = methods.get(method).params
+    except ValueError as error:
+        raise ValueError(f"{path!r}: {error}") from None
+    hyper = parse_params(params, expected, path)
     cell = TrainCell(backbone, loss, method, hyper, _seed(seed, path), regime)
     if len(parts) == 5:
         return cell
@@ -225,10 +206,10 @@ def _seed(text: str, path: str) -> int:
 
 
 def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None = None) -> None:
-    """What the schema cannot check: names that refer to each other, settings that only some presets take, every
-    hyper-parameter value against the range its optimizer or trainer accepts (their own check, not a copy), a
-    global batch that the cell's processes cannot split, and the trl fields under `training.trainer`
-    (`onmerge.trainer_config`).
+    """What the schema cannot check: names that refer to each other (a method row's method among those registered in
+    `onmerge.methods`), settings that only some presets take, every hyper-parameter value against the range its
+    optimizer or trainer accepts (their own check, not a copy), a global batch that the cell's processes cannot
+    split, and the trl fields under `training.trainer` (`onmerge.trainer_config`).
 
     ValueError names the key. `toy_backbones` are the backbones a toy world can build (None skips that check).
     """
@@ -251,17 +232,7 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
             raise ValueError(f"{section}: a toy preset builds its own; this section is for paper presets")
         if not toy and section not in preset:
             raise ValueError(f"{section}: a paper preset needs this section")
-    for name, row in preset["methods"].items():
-        allowed = set(METHOD_PARAMS[row["method"]])
-        for param in set(row) - {"method", "search", "label"}:
-            if param not in allowed:
-                raise ValueError(f"methods.{name}.{param}: {row['method']} has no such hyper-parameter")
-        for param in METHOD_PARAMS[row["method"]]:
-            if param not in row and param not in row.get("search", {}) and param not in SHARED_FROM_TRAINING:
-                raise ValueError(f"methods.{name}: {row['method']} needs {param}")
-        for param in row.get("search", {}):
-            if param not in allowed:
-                raise ValueError(f"methods.{name}.search.{param}: {row['method']} has no such hyper-parameter")
+    _check_methods(preset["methods"])
     if preset["offline"]["source"] not in preset["methods"]:
         raise ValueError(f"offline.source: {preset['offline']['source']!r} is not one of the methods")
     for study_name, study in preset["studies"].items():
@@ -276,7 +247,7 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
             if method not in preset["methods"]:
                 raise ValueError(f"{where}.methods: {method!r} is not one of the preset's methods")
             for param in study.get("vary", {}):
-                if param not in METHOD_PARAMS[preset["methods"][method]["method"]]:
+                if param not in methods.get(preset["methods"][method]["method"]).params:
                     raise ValueError(f"{where}.vary.{param}: method {method!r} has no such hyper-parameter")
     for where, name, value in _set_values(preset):
         try:
@@ -294,21 +265,39 @@ def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None
         trainer_config.check(preset["training"]["trainer"], trainer_config.losses_trained(preset))
 
 
+def _check_methods(rows: Mapping[str, Any]) -> None:
+    """Each method row names a registered method (`onmerge.methods`) and sets, or searches, exactly its
+    hyper-parameters (the trainer's may come from `training`)."""
+    for name, row in rows.items():
+        try:
+            params = methods.get(row["method"]).params
+        except ValueError as error:
+            raise ValueError(f"methods.{name}.method: {error}") from None
+        for param in set(row) - {"method", "search", "label"}:
+            if param not in params:
+                raise ValueError(f"methods.{name}.{param}: {row['method']} has no such hyper-parameter")
+        for param in params:
+            if param not in row and param not in row.get("search", {}) and param not in methods.TRAINER_PARAMS:
+                raise ValueError(f"methods.{name}: {row['method']} needs {param}")
+        for param in row.get("search", {}):
+            if param not in params:
+                raise ValueError(f"methods.{name}.search.{param}: {row['method']} has no such hyper-parameter")
+
+
 def _set_values(preset: Mapping[str, Any]) -> Iterator[tuple[str, str, Any]]:
     """(key, hyper-parameter, value) for every value the preset sets, searches, varies or merges at: each is checked
     against the range its optimizer or trainer accepts (`onmerge.hyperparameters`), before any job."""
-    for param in SHARED_FROM_TRAINING:
+    for param in methods.TRAINER_PARAMS:
         yield f"training.{param}", param, preset["training"][param]
     for regime, overrides in preset.get("regimes", {}).items():
         yield from (
             (f"regimes.{regime}.{param}", param, overrides[param])
-            for param in SHARED_FROM_TRAINING
+            for param in methods.TRAINER_PARAMS
             if param in overrides
         )
     for name, row in preset["methods"].items():
-        yield from (
-            (f"methods.{name}.{param}", param, row[param]) for param in METHOD_PARAMS[row["method"]] if param in row
-        )
+        params = methods.get(row["method"]).params
+        yield from ((f"methods.{name}.{param}", param, row[param]) for param in params if param in row)
         for param, values in row.get("search", {}).items():
             yield from ((f"methods.{name}.search.{param}.{i}", param, value) for i, value in enumerate(values))
     for name, study in preset["studies"].items():
@@ -361,14 +350,15 @@ def method_cells(
     the preset's trainer settings, or a regime's."""
     row = preset["methods"][name]
     method = row["method"]
+    params = methods.get(method).params
     training = training_of(preset, regime)
-    base = {param: row.get(param, training.get(param)) for param in METHOD_PARAMS[method]}
+    base = {param: row.get(param, training.get(param)) for param in params}
     sweeps = {**row.get("search", {}), **(vary or {})}
     cells = []
     for values in itertools.product(*sweeps.values()):
         setting = {**base, **dict(zip(sweeps, values, strict=True))}
-        params = tuple((param, _typed(param, setting[param])) for param in METHOD_PARAMS[method])
-        cells.append(TrainCell(backbone, loss, method, params, seed, regime))
+        typed = tuple((param, _typed(param, setting[param])) for param in params)
+        cells.append(TrainCell(backbone, loss, method, typed, seed, regime))
     return cells
 
 
@@ -456,9 +446,9 @@ def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, d
         "seed": cell.seed,
         "trainer": shared.get("trainer", {}),  # trl config fields, passed on unchanged (onmerge.trainer_config)
     }
-    name, published = OPTIMIZER_OF_METHOD[cell.method]
-    optimizer = {"name": name} | {param: value for param, value in hyper.items() if param not in SHARED_FROM_TRAINING}
-    if published:
+    method = methods.get(cell.method)
+    optimizer = {"name": method.optimizer} | {param: hyper[param] for param in method.optimizer_params}
+    if method.published_semantics:
         optimizer["published_semantics"] = True
     return {"training": training, "optimizer": optimizer}
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from onmerge import methods
 from onmerge.aggregate import CATEGORIES, JUDGE_COMPONENTS, JUDGED, PAPER_COLUMNS, mean_with_stderr
 from onmerge.grid import (
     MERGES,
@@ -43,20 +44,26 @@ class Row:
     label: str
 
 
-# Tables 1 and 4-7: the paper's rows, in its groups and order.
-MAIN_ROWS = (
+# Table 1's rows that are not a training method of their own: the SFT reference, KL (AdamW at a searched DPO beta)
+# and the offline merges. Each group lists these first, then the methods `onmerge.methods` places in it.
+NON_METHOD_ROWS = (
     Row("baseline", "reference", "Reference"),
-    Row("baseline", "adamw", "AdamW"),
     Row("regularization", "kl", "KL"),
-    Row("regularization", "ema", "EMA"),
-    Row("regularization", "childtuning", "ChildTuning"),
-    Row("regularization", "lora", "LoRA"),
     Row("offline_merging", "linear", "Linear"),
     Row("offline_merging", "dare", "DARE"),
     Row("offline_merging", "ties", "TIES"),
-    Row("online_merging", "onties", "OnTIES"),
-    Row("online_merging", "ondare", "OnDARE"),
 )
+
+
+def main_rows() -> tuple[Row, ...]:
+    """Tables 1 and 4-7's rows, in the paper's groups and order, with every registered method that has a group."""
+    rows = []
+    for group in methods.TABLE_GROUPS:
+        rows += [row for row in NON_METHOD_ROWS if row.group == group]
+        rows += [Row(group, method.name, method.label) for method in methods.registered() if method.group == group]
+    return tuple(rows)
+
+
 LABELS = {
     "math": "Math",
     "code": "Code",
@@ -85,12 +92,10 @@ LABELS = {
     "dpo": "DPO",
     "ipo": "IPO",
     "kto": "KTO",
-    **{row.name: row.label for row in MAIN_ROWS},
+    **{row.name: row.label for row in NON_METHOD_ROWS},
     "mt_bench_content": "content (0-5)",
     "mt_bench_language": "language (0-1)",
     "mt_bench_manner": "manner (0-3)",
-    "ondare-published": "OnDARE (as published)",
-    "onties-published": "OnTIES (as published)",
 }
 GROUP_LABELS = {
     "baseline": "Baseline",
@@ -198,9 +203,16 @@ def setting_of(candidate: Candidate) -> str:
     return ", ".join(f"{name}={value:g}" for name, value in model.params)
 
 
+def label_of(name: str) -> str:
+    """How tables and figures print a column, loss or row: its `LABELS` entry, a method's label, else the name."""
+    if name in LABELS:
+        return LABELS[name]
+    return methods.get(name).label if name in methods.names() else name
+
+
 def row_label(preset: Mapping[str, Any], row: str) -> str:
     """A row's name in tables, figures and verdicts: the method row's `label`, else the paper's name for it."""
-    return preset["methods"].get(row, {}).get("label") or LABELS.get(row, row)
+    return preset["methods"].get(row, {}).get("label") or label_of(row)
 
 
 def row_candidates(
@@ -316,7 +328,7 @@ def main_table(results: Results, preset: Mapping[str, Any], table: str, columns:
     """Table 4 (or 5-7): every backbone of study `table1`, the paper's rows, DPO."""
     study = preset["studies"]["table1"]
     records = []
-    for backbone, row in itertools.product(study["backbones"], MAIN_ROWS):
+    for backbone, row in itertools.product(study["backbones"], main_rows()):
         candidates = row_candidates(preset, study, backbone, "dpo", row.name)
         searched = row.name in MERGES or "search" in preset["methods"].get(row.name, {})
         records += _row_records(
@@ -465,7 +477,7 @@ def algorithms_table(results: Results, preset: Mapping[str, Any]) -> pd.DataFram
     records = []
     for backbone, loss, method in itertools.product(study["backbones"], study["losses"], study["methods"]):
         candidates = row_candidates(preset, study, backbone, loss, method)
-        label = LABELS.get(method, method)
+        label = label_of(method)
         records += _row_records(
             results, "table3", backbone, loss, method, label, candidates, SWEEP_COLUMNS, select_by(preset)
         )
@@ -503,7 +515,7 @@ def published(paper_dir: Path, table: str) -> pd.DataFrame:
     records = []
     if table in ("table1", "table4", "tables5to7"):
         columns = MAIN_COLUMNS if table != "tables5to7" else tuple(PAPER_COLUMNS)
-        groups = {row.name: row for row in MAIN_ROWS}
+        groups = {row.name: row for row in main_rows()}
         for paper in frame.to_dict("records"):
             row = groups[paper["method"]]
             for column in columns:
@@ -521,7 +533,7 @@ def published(paper_dir: Path, table: str) -> pd.DataFrame:
         for paper in frame.to_dict("records"):
             for column in SWEEP_COLUMNS:
                 fields = {"value": float(paper[column]), "status": PUBLISHED}
-                label = LABELS[paper["optimizer"]]
+                label = label_of(paper["optimizer"])
                 records.append(
                     _record(table, paper["backbone"], paper["algorithm"], paper["optimizer"], label, column, **fields)
                 )
@@ -661,7 +673,7 @@ def _grid(
     lines, previous_group = [], None
     for row in block.rows:
         first = row.iloc[0]
-        group = GROUP_LABELS.get(first["group"], LABELS.get(first["group"], first["group"]))
+        group = GROUP_LABELS.get(first["group"], label_of(first["group"]))
         if table in ("precision", "judge") and first["group"] != "interpolation":
             group = regime_title(preset, first["group"])
         lead = [group if first["group"] != previous_group else "", first["label"]]
@@ -690,7 +702,7 @@ def _notes(frame: pd.DataFrame) -> list[str]:
     for (backbone, group, _, label, _), records in frame.groupby(
         ["backbone", "group", "row", "label", "setting"], sort=False
     ):
-        what = f"{backbone} / {label}" + ("" if group in GROUP_LABELS else f" / {LABELS.get(group, group)}")
+        what = f"{backbone} / {label}" + ("" if group in GROUP_LABELS else f" / {label_of(group)}")
         missing = records[records["status"] == MISSING]
         if len(missing):
             columns = ", ".join(LABELS.get(column, column) for column in missing["column"])

@@ -29,7 +29,7 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from onmerge import trainer_config
+from onmerge import methods, trainer_config
 from onmerge.atomic import atomic_dir, write_json
 from onmerge.checkpoints import check_model_folder
 from onmerge.hyperparameters import split_batch
@@ -56,21 +56,21 @@ TRAINER_DEFAULTS = {
 UNRECORDED_KEYS = ("num_tokens", "total_flos")
 UNRECORDED_SUFFIXES = ("_runtime", "_per_second")
 
-OptimizerName = Literal["adamw", "lora", "ondare", "onties", "childtuning", "ema"]
 Loss = Literal["dpo", "ipo", "kto"]
 
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """Which method a cell trains with, and its own hyper-parameters (the others are ignored).
+    """Which optimizer a cell trains with (a method's `optimizer`, `onmerge.methods`), and its own hyper-parameters
+    (the others are ignored).
 
-    `lora` is AdamW over LoRA adapters on every linear layer, with LLaMA-Factory's defaults (the paper's trainer):
-    lora_alpha = 2 x rank, no dropout; the adapters are merged into the weights when the model is saved.
-    `published_semantics` (ondare, onties only) reproduces the published optimizers' step-K and OnTIES small-tensor
-    defects (`onmerge.optim.online`).
+    A method with `lora_adapters` trains LoRA adapters on every linear layer, with LLaMA-Factory's defaults (the
+    paper's trainer): lora_alpha = 2 x rank, no dropout; the adapters are merged into the weights when the model is
+    saved. `published_semantics` (for an optimizer that a `-published` method runs: ondare, onties) reproduces the
+    published optimizers' step-K and OnTIES small-tensor defects (`onmerge.optim.online`).
     """
 
-    name: OptimizerName = "adamw"
+    name: str = "adamw"
     reserve_p: float = 0.01
     alpha: float = 1e-7
     merge_every: int = 1
@@ -97,52 +97,87 @@ class PreferenceTraining:
     trainer: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # trl config fields (onmerge.trainer_config)
 
 
+@dataclass(frozen=True)
+class OptimizerInputs:
+    """What a method's optimizer factory (`onmerge.methods.Method.factory`) builds its optimizer from."""
+
+    params: list[tuple[str, nn.Parameter]]  # the policy's trainable parameters, by name
+    spec: OptimizerSpec
+    adam: dict[str, Any]  # lr, weight_decay, eps, betas: the trainer's, as the published fork passes them
+    seed: int
+    trainer: Mapping[str, Any]  # trl config fields (`optim` picks torch.optim.AdamW for adamw and lora)
+    model: nn.Module  # the policy, FSDP-wrapped under FSDP
+    reference_delta: Mapping[str, torch.Tensor] | None  # tau_r, for a method that needs the base model
+
+
 def build_optimizer(
     spec: OptimizerSpec, model: nn.Module, training: PreferenceTraining, base: Path | None, sft: Path
 ) -> torch.optim.Optimizer:
-    """The cell's optimizer over the policy's named parameters (HF-legacy AdamW core for every method).
+    """The cell's optimizer over the policy's named parameters, built by its method's factory (`onmerge.methods`).
 
     eps and betas are the trainer's `adam_epsilon`, `adam_beta1`, `adam_beta2` (trl's defaults when unset), as the
-    published fork passes them. The trainer's `optim`, one of `trainer_config.TORCH_ADAMW`, makes `adamw` and `lora`
-    torch.optim.AdamW (the published AdamW row's optimizer), fused where it asks and the device allows.
-    `model` may be FSDP-wrapped (use_orig_params=True): the online optimizers then take each rank's slice of tau_r.
+    published fork passes them. `model` may be FSDP-wrapped (use_orig_params=True): the online optimizers then take
+    each rank's slice of tau_r.
     """
-    if spec.published_semantics and spec.name not in ("ondare", "onties"):
-        raise ValueError(
-            f"published_semantics reproduces the published online merging optimizers (ondare, onties), "
-            f"not {spec.name!r}"
-        )
-    common = {
-        "lr": training.learning_rate,
-        "weight_decay": training.weight_decay,
-        **trainer_config.adam_settings(training.trainer, training.loss),
-    }
-    params = [(name, param) for name, param in model.named_parameters() if param.requires_grad]
-    if spec.name in ("adamw", "lora"):
-        optim = training.trainer.get("optim")
-        if optim is None:
-            return LegacyAdamW(params, **common)
-        fused = trainer_config.TORCH_ADAMW[optim] and all(
-            param.device.type in _get_fused_kernels_supported_devices() for _, param in params
-        )
-        return torch.optim.AdamW(params, **common, **({"fused": True} if fused else {}))
-    if spec.name == "childtuning":
-        return ChildTuningAdamW(params, reserve_p=spec.reserve_p, seed=training.seed, **common)
-    if spec.name == "ema":
-        return EMAAdamW(params, ema_decay=spec.ema_decay, **common)
-    if base is None:
+    method = methods.training_optimizer(spec.name, spec.published_semantics)
+    if method.needs_base and base is None:
         raise ValueError(f"optimizer {spec.name!r} merges with the SFT task vector and needs the base model")
-    online = OnDAREAdamW if spec.name == "ondare" else OnTIESAdamW
-    return online(
-        params,
-        reference_delta=task_vector(base, sft),
+    inputs = OptimizerInputs(
+        params=[(name, param) for name, param in model.named_parameters() if param.requires_grad],
+        spec=spec,
+        adam={
+            "lr": training.learning_rate,
+            "weight_decay": training.weight_decay,
+            **trainer_config.adam_settings(training.trainer, training.loss),
+        },
+        seed=training.seed,
+        trainer=training.trainer,
+        model=model,
+        reference_delta=task_vector(base, sft) if method.needs_base else None,
+    )
+    return method.load_factory()(inputs)
+
+
+def adamw_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
+    """AdamW (and LoRA's): HF-legacy AdamW, or torch.optim.AdamW (the published AdamW row's optimizer) where the
+    trainer's `optim` is one of `trainer_config.TORCH_ADAMW`, fused where it asks and the device allows."""
+    optim = inputs.trainer.get("optim")
+    if optim is None:
+        return LegacyAdamW(inputs.params, **inputs.adam)
+    fused = trainer_config.TORCH_ADAMW[optim] and all(
+        param.device.type in _get_fused_kernels_supported_devices() for _, param in inputs.params
+    )
+    return torch.optim.AdamW(inputs.params, **inputs.adam, **({"fused": True} if fused else {}))
+
+
+def childtuning_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
+    return ChildTuningAdamW(inputs.params, reserve_p=inputs.spec.reserve_p, seed=inputs.seed, **inputs.adam)
+
+
+def ema_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
+    return EMAAdamW(inputs.params, ema_decay=inputs.spec.ema_decay, **inputs.adam)
+
+
+def ondare_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
+    return _online(OnDAREAdamW, inputs)
+
+
+def onties_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
+    return _online(OnTIESAdamW, inputs)
+
+
+def _online(optimizer_class: type[OnDAREAdamW | OnTIESAdamW], inputs: OptimizerInputs) -> torch.optim.Optimizer:
+    spec = inputs.spec
+    return optimizer_class(
+        inputs.params,
+        reference_delta=inputs.reference_delta,
         reserve_p=spec.reserve_p,
         alpha=spec.alpha,
         merge_every=spec.merge_every,
-        seed=training.seed,
+        seed=inputs.seed,
         published_semantics=spec.published_semantics,
-        windows=fsdp_windows(model),
-        **common,
+        windows=fsdp_windows(inputs.model),
+        **inputs.adam,
     )
 
 
@@ -160,9 +195,10 @@ def train_preference(
     """Train one cell from `sft` on `rows` (trl's conversational preference format, or unpaired for KTO) into the
     model folder `out`, and its training log into `training_log`.
 
-    The rows, the models and the trainer fields are checked before anything loads; `rows_from` names the rows in
-    messages (their file).
+    The optimizer, the rows, the models and the trainer fields are checked before anything loads; `rows_from` names
+    the rows in messages (their file).
     """
+    method = methods.training_optimizer(optimizer.name, optimizer.published_semantics)
     view = "unpaired" if training.loss == "kto" else "paired"
     check_rows(rows, view, rows_from or f"{training.loss} preference data")
     trainer_config.check(training.trainer, [training.loss])
@@ -174,10 +210,11 @@ def train_preference(
     passed = dict(training.trainer)
     loading = dict(passed.pop("model_init_kwargs", None) or {})
     loading["dtype"] = torch.bfloat16 if training.bf16 else torch.float32
-    load_policy = functools.partial(_load_policy, sft, loading, optimizer)
+    lora_rank = optimizer.lora_rank if method.lora_adapters else None
+    load_policy = functools.partial(_load_policy, sft, loading, lora_rank)
     policy = load_policy()
     # LoRA: trl scores the reference with the adapters switched off
-    reference = None if optimizer.name == "lora" else AutoModelForCausalLM.from_pretrained(sft, **loading)
+    reference = None if method.lora_adapters else AutoModelForCausalLM.from_pretrained(sft, **loading)
     per_device, accumulation = batch_split(training)
     checkpoints = checkpoint_dir(out, sft=sft, base=base, rows=rows, training=training, optimizer=optimizer)
     if int(os.environ.get("RANK", "0")) == 0:
@@ -365,9 +402,10 @@ class _CellKTOTrainer(_CellOptimizer, KTOTrainer):
     pass
 
 
-def _load_policy(sft: Path, loading: Mapping[str, Any], optimizer: OptimizerSpec) -> nn.Module:
+def _load_policy(sft: Path, loading: Mapping[str, Any], lora_rank: int | None) -> nn.Module:
+    """The policy to train: the SFT model, with LoRA adapters of `lora_rank` if given."""
     policy = AutoModelForCausalLM.from_pretrained(sft, **loading)
-    return get_peft_model(policy, _lora_config(optimizer.lora_rank)) if optimizer.name == "lora" else policy
+    return policy if lora_rank is None else get_peft_model(policy, _lora_config(lora_rank))
 
 
 def _whole_policy(trainer: Trainer, policy: nn.Module, load_policy: Callable[[], nn.Module]) -> nn.Module | None:

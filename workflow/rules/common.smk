@@ -22,7 +22,7 @@ shell.prefix(
 )
 
 # The package plans the grid; Snakemake reads it here, before any job (a bad preset stops the run, naming the key).
-from onmerge import curves, figures, grid, tables  # noqa: E402
+from onmerge import curves, figures, grid, methods, tables  # noqa: E402
 from onmerge.config import check_config_files, load_preset, preset_path  # noqa: E402
 from onmerge.toyworld.backbones import BACKBONES  # noqa: E402
 

@@ -1,0 +1,197 @@
+"""The method registry: a method registered in one place is planned, trained, tabled and drawn; a preset naming an
+unregistered one is refused before any job."""
+
+import copy
+import dataclasses
+import json
+import re
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from test_workflow import snakemake
+
+from onmerge import curves, figures, grid, methods, tables
+from onmerge.config import PRESETS, load_preset
+
+from tiny import save_base_and_sft, tiny_preference_dataset
+
+BUILT_IN = ("adamw", "ema", "childtuning", "lora", "onties", "ondare", "ondare-published", "onties-published")
+SGD_CELL = "qwen-s/dpo/sgd/beta~0.1/seed~0"
+built = []  # what sgd_optimizer was given, and what it returned
+
+
+def sgd_optimizer(inputs) -> torch.optim.Optimizer:
+    """The throwaway method's optimizer: plain SGD at the trainer's learning rate."""
+    optimizer = torch.optim.SGD(inputs.params, lr=inputs.adam["lr"])
+    built.append((inputs, optimizer))
+    return optimizer
+
+
+@pytest.fixture
+def sgd():
+    """Plain SGD registered as a regularization method of Table 1 for one test, and removed after it."""
+    method = methods.register(
+        methods.Method(
+            "sgd",
+            ("beta",),
+            f"{__name__}:sgd_optimizer",
+            "SGD",
+            methods.Style("tab:green", linestyle=":"),
+            group="regularization",
+        )
+    )
+    built.clear()
+    yield method
+    methods.unregister("sgd")
+
+
+def smoke_with(tmp_path, rows: dict, study_methods: list[str]) -> dict:
+    """The smoke preset with more method rows, its study table1 training them too, loaded as any preset is."""
+    preset = yaml.safe_load((PRESETS / "smoke.yaml").read_text())
+    preset["methods"] |= rows
+    preset["studies"]["table1"]["methods"] += study_methods
+    path = tmp_path / "smoke.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return load_preset(str(path))
+
+
+def test_the_built_in_methods_keep_their_names_paths_and_table_rows():
+    assert methods.names() == BUILT_IN
+    for method in methods.registered():
+        assert re.match(grid.NAME_PATTERN, method.name) and set(method.params) <= set(grid.PATH_KEYS), method.name
+    assert [(row.group, row.name, row.label) for row in tables.main_rows()] == [
+        ("baseline", "reference", "Reference"),
+        ("baseline", "adamw", "AdamW"),
+        ("regularization", "kl", "KL"),
+        ("regularization", "ema", "EMA"),
+        ("regularization", "childtuning", "ChildTuning"),
+        ("regularization", "lora", "LoRA"),
+        ("offline_merging", "linear", "Linear"),
+        ("offline_merging", "dare", "DARE"),
+        ("offline_merging", "ties", "TIES"),
+        ("online_merging", "onties", "OnTIES"),
+        ("online_merging", "ondare", "OnDARE"),
+    ]
+    assert tables.label_of("ondare-published") == "OnDARE (as published)"
+    published = methods.get("onties-published")
+    assert (published.optimizer, published.published_semantics, published.needs_base) == ("onties", True, True)
+    assert methods.get("lora").optimizer_params == ("lora_rank",)  # beta and the learning rate are the trainer's
+    assert figures.online_rows() == ["onties", "ondare"]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"name": "adamw"}, "method 'adamw' is already registered"),
+        ({"params": ("beta", "momentum")}, "no hyper-parameter momentum"),
+        ({"params": ("reserve_p",)}, "every method trains with DPO's beta"),
+        ({"group": "second_order"}, "Table 1 has no group 'second_order'"),
+        ({"factory": "onmerge.training.adamw_optimizer"}, "should read module:function"),
+        ({"published_of": "sgd"}, "'sgd' is not a registered method"),
+    ],
+)
+def test_an_entry_that_refers_to_nothing_is_refused(change, message):
+    entry = methods.Method("lion", ("beta",), "onmerge.training:adamw_optimizer", "Lion", methods.Style("k"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        methods.register(dataclasses.replace(entry, **change))
+    assert "lion" not in methods.names()
+
+
+def test_a_registered_method_is_planned_by_the_grid(sgd, tmp_path):
+    preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
+    cells = [model for model in grid.study_models(preset, "table1") if getattr(model, "method", None) == "sgd"]
+    assert [cell.path for cell in cells] == [SGD_CELL]
+    assert grid.parse(SGD_CELL) == cells[0]
+    settings = grid.training_settings(preset, cells[0])
+    assert settings["optimizer"] == {"name": "sgd"}
+    assert (settings["training"]["beta"], settings["training"]["learning_rate"]) == (0.1, 1e-3)
+
+
+def test_a_preset_naming_an_unregistered_method_is_refused_before_any_job(tmp_path):
+    known = ", ".join(BUILT_IN)
+    with pytest.raises(ValueError, match=re.escape(f"methods.lion.method: unknown method 'lion' (one of {known})")):
+        smoke_with(tmp_path, {"lion": {"method": "lion"}}, ["lion"])
+    result = snakemake("--dry-run", "--config", f"preset={tmp_path / 'smoke.yaml'}", workdir=tmp_path)
+    assert result.returncode != 0
+    assert "methods.lion.method: unknown method 'lion'" in result.stdout + result.stderr
+    assert "Job stats" not in result.stdout
+
+
+@pytest.mark.slow
+def test_a_registered_method_trains_a_cell_with_its_optimizer_and_draws_its_curve(sgd, tmp_path):
+    from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
+
+    preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
+    settings = grid.training_settings(preset, grid.parse(SGD_CELL))
+    base, sft = save_base_and_sft(tmp_path / "models")
+    root = tmp_path / "results"
+    train_preference(
+        sft=sft,
+        base=base,
+        rows=tiny_preference_dataset(16, seed=2).to_list(),  # 16 distinct pairs
+        out=root / SGD_CELL / "model",
+        training_log=root / SGD_CELL / curves.LOG,
+        training=PreferenceTraining(**settings["training"]),
+        optimizer=OptimizerSpec(**settings["optimizer"]),
+    )
+    [(inputs, optimizer)] = built
+    assert (inputs.adam["lr"], inputs.seed, inputs.reference_delta) == (1e-3, 0, None)  # it needs no base model
+    assert optimizer.param_groups[0]["initial_lr"] == 1e-3, "the trainer scheduled and stepped this optimizer"
+    history = json.loads((root / SGD_CELL / curves.LOG).read_text())["history"]
+    assert [entry["step"] for entry in history] == [1, 2], "16 rows in the smoke preset's batches of 8"
+
+    [(_, _, lines)] = curves.study_curves(preset, "table1")
+    assert [line.label for line in lines] == ["AdamW", "OnDARE", "SGD"]
+    assert curves._color(preset, lines[2]) == to_rgb("tab:green")
+    axes = Figure().subplots()
+    curves._draw_panel(axes, preset, [(lines[2], [history])], "loss")
+    assert (axes.lines[0].get_linestyle(), axes.lines[0].get_label()) == (":", "SGD")
+    missing = curves.draw(root, preset, "curves_table1", tmp_path / "curves.png")
+    assert SGD_CELL not in missing and "qwen-s/dpo/adamw/beta~0.1/seed~0" in missing
+
+
+def test_a_registered_method_takes_its_row_in_table1(sgd, tmp_path):
+    preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
+    names = [row.name for row in tables.main_rows()]
+    assert names[names.index("lora") + 1 : names.index("linear")] == ["sgd"], "last of Regularization"
+    results = tables.Results(
+        pd.DataFrame({"path": [SGD_CELL], "metric": ["benchmark_avg"], "value": [41.5], "stderr": [0.5]})
+    )
+    frame = tables.main_table(results, preset, "table4", ("benchmark_avg",)).set_index("row")
+    assert frame.loc["sgd", ["group", "label", "status", "value", "models"]].tolist() == [
+        "regularization",
+        "SGD",
+        tables.OK,
+        41.5,
+        SGD_CELL,
+    ]
+    assert frame.loc["ema", "status"] == tables.NOT_RUN
+
+
+def test_a_registered_online_method_is_drawn_on_the_interpolation_plane_in_its_style(tmp_path):
+    toy = copy.deepcopy(load_preset("toy"))
+    ondare = methods.get("ondare")
+    methods.register(
+        dataclasses.replace(ondare, name="ondare2", label="OnDARE 2", style=methods.Style("tab:cyan", "X", 9.0))
+    )
+    try:
+        toy["methods"]["ondare2"] = dict(toy["methods"]["ondare"], method="ondare2")
+        [cell] = grid.method_cells(toy, "ondare2", "qwen-s", "dpo", 0)
+        values = {"mt_bench": 5.5, "benchmark_avg": 40.0}
+        results = tables.Results(
+            pd.DataFrame(
+                {"path": cell.path, "metric": list(values), "value": list(values.values()), "stderr": [0.1, 0.2]}
+            )
+        )
+        groups = [group for group in figures.plane(results, toy, "qwen-s") if group.marks]
+        assert [(group.style, group.label) for group in groups] == [("ondare2", "OnDARE 2 (online, default settings)")]
+        axes = Figure().subplots()
+        figures._draw_plane_axes(axes, groups)
+        point = axes.lines[0]
+        assert (point.get_marker(), point.get_markersize(), point.get_color()) == ("X", 9.0, "tab:cyan")
+    finally:
+        methods.unregister("ondare2")
