@@ -31,6 +31,7 @@ from torch.optim import Optimizer
 from transformers import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from onmerge import methods
 from onmerge.atomic import atomic_file
 from onmerge.grid import TrainCell, training_of, training_settings
 from onmerge.merge_ops import SparseDelta, sparse_sign_consensus
@@ -156,7 +157,7 @@ def kicks_per_entry(method: str, steps: int, reserve_p: float, merge_every: int 
     unscaled and land on the entries with the largest updates. None for the dense methods (AdamW, EMA, ChildTuning,
     LoRA), which move every entry at every step.
     """
-    if method not in ("ondare", "onties"):
+    if not methods.get(method).online:
         return None
     return (steps // merge_every) * reserve_p
 
@@ -703,13 +704,13 @@ PUBLISHED = PublishedSetting()
 NEEDS_WEIGHTS, NEEDS_RUN = "needs the weights", "needs a run"
 # Context rows above the quantities.
 CONTEXT = {"cells": "cells (median over them)", "learning_rate": "peak learning rate", "steps": "optimizer steps (T)"}
-PAPER_METHODS = {"adamw": "AdamW", "ondare": "OnDARE", "onties": "OnTIES"}
+PAPER_METHODS = ("adamw", "ondare", "onties")  # the methods whose published settings the paper states
 
 
 def published_column(method: str, setting: PublishedSetting = PUBLISHED) -> dict[str, Any]:
     """What the paper's published settings determine about its `method` cells (pure bf16 weights): numbers where
     they determine them, a bound where they bound them, and what it would take where they do not."""
-    online = method in ("ondare", "onties")
+    online = methods.get(method).online
     merges = setting.steps // setting.merge_every
     column: dict[str, Any] = dict.fromkeys([*CONTEXT, *QUANTITIES], NEEDS_RUN)
     column |= {
@@ -755,7 +756,10 @@ def regime_table(
     """
     from onmerge.curves import LOG, study_curves  # matplotlib: only for the table
 
-    columns = {f"paper: {label} (bf16, published settings)": published_column(m) for m, label in PAPER_METHODS.items()}
+    columns = {
+        f"paper: {methods.get(method).label} (bf16, published settings)": published_column(method)
+        for method in PAPER_METHODS
+    }
     missing: list[str] = []
     for study in studies or list(preset["studies"]):
         groups: dict[str, list[TrainCell]] = {}
