@@ -13,7 +13,7 @@ import pytest
 
 from onmerge import curves, figures, grid
 from onmerge.config import load_preset
-from onmerge.tables import Results
+from onmerge.tables.results import Results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SEEDS = [0, 1]

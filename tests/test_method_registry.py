@@ -14,8 +14,13 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from test_workflow import snakemake
 
-from onmerge import curves, figures, grid, methods, tables
+from onmerge import curves, figures, grid, methods
 from onmerge.config import PRESETS, load_preset
+from onmerge.tables.build import main_table
+from onmerge.tables.frames import NOT_RUN, OK
+from onmerge.tables.labels import label_of
+from onmerge.tables.results import Results
+from onmerge.tables.rows import main_rows
 
 from tiny import save_base_and_sft, tiny_preference_dataset
 
@@ -63,7 +68,7 @@ def test_the_built_in_methods_keep_their_names_paths_and_table_rows():
     assert methods.names() == BUILT_IN
     for method in methods.registered():
         assert re.match(grid.NAME_PATTERN, method.name) and set(method.params) <= set(grid.PATH_KEYS), method.name
-    assert [(row.group, row.name, row.label) for row in tables.main_rows()] == [
+    assert [(row.group, row.name, row.label) for row in main_rows()] == [
         ("baseline", "reference", "Reference"),
         ("baseline", "adamw", "AdamW"),
         ("regularization", "kl", "KL"),
@@ -76,7 +81,7 @@ def test_the_built_in_methods_keep_their_names_paths_and_table_rows():
         ("online_merging", "onties", "OnTIES"),
         ("online_merging", "ondare", "OnDARE"),
     ]
-    assert tables.label_of("ondare-published") == "OnDARE (as published)"
+    assert label_of("ondare-published") == "OnDARE (as published)"
     published = methods.get("onties-published")
     assert (published.optimizer, published.published_semantics, published.needs_base) == ("onties", True, True)
     assert methods.get("lora").optimizer_params == ("lora_rank",)  # beta and the learning rate are the trainer's
@@ -156,20 +161,18 @@ def test_a_registered_method_trains_a_cell_with_its_optimizer_and_draws_its_curv
 
 def test_a_registered_method_takes_its_row_in_table1(sgd, tmp_path):
     preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
-    names = [row.name for row in tables.main_rows()]
+    names = [row.name for row in main_rows()]
     assert names[names.index("lora") + 1 : names.index("linear")] == ["sgd"], "last of Regularization"
-    results = tables.Results(
-        pd.DataFrame({"path": [SGD_CELL], "metric": ["benchmark_avg"], "value": [41.5], "stderr": [0.5]})
-    )
-    frame = tables.main_table(results, preset, "table4", ("benchmark_avg",)).set_index("row")
+    results = Results(pd.DataFrame({"path": [SGD_CELL], "metric": ["benchmark_avg"], "value": [41.5], "stderr": [0.5]}))
+    frame = main_table(results, preset, "table4", ("benchmark_avg",)).set_index("row")
     assert frame.loc["sgd", ["group", "label", "status", "value", "models"]].tolist() == [
         "regularization",
         "SGD",
-        tables.OK,
+        OK,
         41.5,
         SGD_CELL,
     ]
-    assert frame.loc["ema", "status"] == tables.NOT_RUN
+    assert frame.loc["ema", "status"] == NOT_RUN
 
 
 def test_a_registered_online_method_is_drawn_on_the_interpolation_plane_in_its_style(tmp_path):
@@ -182,7 +185,7 @@ def test_a_registered_online_method_is_drawn_on_the_interpolation_plane_in_its_s
         toy["methods"]["ondare2"] = dict(toy["methods"]["ondare"], method="ondare2")
         [cell] = grid.method_cells(toy, "ondare2", "qwen-s", "dpo", 0)
         values = {"mt_bench": 5.5, "benchmark_avg": 40.0}
-        results = tables.Results(
+        results = Results(
             pd.DataFrame(
                 {"path": cell.path, "metric": list(values), "value": list(values.values()), "stderr": [0.1, 0.2]}
             )

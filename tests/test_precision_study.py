@@ -13,10 +13,14 @@ import pytest
 from matplotlib.colors import to_rgb
 from test_tables import PAPER
 
-from onmerge import curves, grid, tables, verdicts
-from onmerge.aggregate import JUDGE_COMPONENTS, PAPER_COLUMNS
+from onmerge import curves, grid, verdicts
+from onmerge.aggregate import CATEGORIES, JUDGE_COMPONENTS, PAPER_COLUMNS
 from onmerge.items import Items
 from onmerge.paired import MeanMeasure, PairedBootstrap
+from onmerge.tables.build import build, judge_table
+from onmerge.tables.frames import MISSING, OK
+from onmerge.tables.render import document, markdown
+from onmerge.tables.results import Results
 from onmerge.verdicts import INCONCLUSIVE, SUPPORTED
 
 WORLDS = ("w0", "w1")
@@ -78,7 +82,7 @@ CURVE = {  # path -> (mt_bench, content, language, manner, benchmark_avg)
 
 
 def results(preset):
-    metrics = (*tables.CATEGORIES, "benchmark_avg", "mt_bench", "alpacaeval2_lc")
+    metrics = (*CATEGORIES, "benchmark_avg", "mt_bench", "alpacaeval2_lc")
     rows = [
         {"path": path, "metric": metric, "value": level / 10 if metric == "mt_bench" else level, "stderr": 0.1}
         for path, level in levels_by_path(preset).items()
@@ -90,7 +94,7 @@ def results(preset):
         for path, values in CURVE.items()
         for metric, value in zip(judged, values, strict=True)
     ]
-    return tables.Results(pd.DataFrame(rows))
+    return Results(pd.DataFrame(rows))
 
 
 def bootstrap(preset):
@@ -115,14 +119,14 @@ def study():
 
 def test_the_precision_table_sets_each_row_against_the_adamw_of_its_regime(study):
     preset, context, paired, _ = study
-    frame = tables.build(context.results, preset, PAPER, paired)["precision"][0]
+    frame = build(context.results, preset, PAPER, paired)["precision"][0]
     avg = frame[frame["column"] == "benchmark_avg"].set_index(["backbone", "group", "row"])
     assert avg.loc[("w0", "small-bf16", "adamw"), "value"] == pytest.approx(40.0)  # AdamW stays absolute
     assert avg.loc[("w0", "small-bf16", "dropout"), "value"] == pytest.approx(10.0)
     assert avg.loc[("w1", "small-bf16", "ondare"), "value"] == pytest.approx(5.0)
     assert avg.loc[("w0", "small", "ondare"), "value"] == pytest.approx(0.0)
     assert bool(avg.loc[("w0", "small-bf16", "ondare"), "significant"])
-    text = tables.markdown(tables.document("precision", frame, frame.iloc[0:0], preset))
+    text = markdown(document("precision", frame, frame.iloc[0:0], preset))
     assert "| small-bf16 (lr 1e-05, pure bf16) | AdamW |" in text
     assert "| small (lr 1e-05, fp32) | AdamW |" in text and "| OnDARE a=0 |" in text
     assert "Exploratory" not in text  # two seeds
@@ -151,7 +155,7 @@ def test_between_worlds_gives_each_headline_effect_in_both_worlds_and_their_diff
     assert gain["difference"] == pytest.approx(5.0) and gain["low"] == pytest.approx(5.0)  # exact: a point
     merge = worlds.loc[("C10", "OnDARE - OnDARE a=0 (small-bf16)", "mt_bench")]
     assert merge["difference"] == pytest.approx(0.0, abs=1e-9)
-    text = tables.markdown(verdicts.document(study[3], context.preset, verdicts.between_worlds(context, paired)))
+    text = markdown(verdicts.document(study[3], context.preset, verdicts.between_worlds(context, paired)))
     assert "Between worlds" in text and "| C3 | OnDARE - AdamW (small-bf16) | Benchmark Avg. | w0 - w1 |" in text
 
 
@@ -180,7 +184,7 @@ def test_the_precision_curves_have_a_panel_per_world_and_regime_and_grey_for_the
 def test_the_judge_table_shows_the_components_along_the_curve_and_for_the_precision_rows(study):
     preset, context, _, _ = study
     preset = dict(preset, studies={**preset["studies"], "interpolation": INTERPOLATION})
-    frame = tables.judge_table(context.results, preset)
+    frame = judge_table(context.results, preset)
     curve = frame[(frame["backbone"] == "w0") & (frame["group"] == "interpolation")]
     manner = curve[curve["column"] == "mt_bench_manner"].set_index("label")["value"]
     assert list(manner.items()) == [("SFT (w = 0)", 0.0), ("linear merge, w = 0.5", 1.0), ("AdamW (w = 1)", 3.0)]
@@ -188,6 +192,6 @@ def test_the_judge_table_shows_the_components_along_the_curve_and_for_the_precis
     assert list(content) == [2.5, 2.5, 2.0]
     precision_rows = frame[frame["group"] == "small-bf16"]
     status = precision_rows.groupby("column")["status"].agg(set)
-    assert status["mt_bench"] == {tables.OK} and status["mt_bench_manner"] == {tables.MISSING}  # none judged there
-    text = tables.markdown(tables.document("judge", frame, frame.iloc[0:0], preset))
+    assert status["mt_bench"] == {OK} and status["mt_bench_manner"] == {MISSING}  # none judged there
+    text = markdown(document("judge", frame, frame.iloc[0:0], preset))
     assert "| Study | Model | MT-Bench | content (0-5) | language (0-1) | manner (0-3) | Benchmark Avg. |" in text

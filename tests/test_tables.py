@@ -9,12 +9,17 @@ import pandas as pd
 import pytest
 import yaml
 
-from onmerge import tables
-from onmerge.aggregate import PAPER_COLUMNS
+from onmerge.aggregate import CATEGORIES, PAPER_COLUMNS
 from onmerge.config import SCHEMAS, load_preset
 from onmerge.grid import all_models
 from onmerge.items import Items
 from onmerge.paired import MeanMeasure, PairedBootstrap
+from onmerge.tables import table_names
+from onmerge.tables.build import build
+from onmerge.tables.frames import MAIN_COLUMNS, MISSING, NOT_RUN
+from onmerge.tables.render import document, markdown, write
+from onmerge.tables.results import Results
+from onmerge.tables.rows import main_rows
 
 PAPER = Path(__file__).resolve().parents[1] / "results" / "paper"
 BACKBONE = "qwen1.5-7b"
@@ -40,7 +45,7 @@ LEVELS = {
     f"{BACKBONE}/kto/adamw/beta~0.1/seed~{{seed}}": 36.0,
     ONDARE.format(loss="kto", alpha="1e-07", seed="{seed}"): 34.0,
 }
-METRICS = (*PAPER_COLUMNS, *tables.CATEGORIES, "benchmark_avg", "mt_bench", "alpacaeval2_lc")
+METRICS = (*PAPER_COLUMNS, *CATEGORIES, "benchmark_avg", "mt_bench", "alpacaeval2_lc")
 
 
 def hand_made_preset(backbones=None, world=False):
@@ -100,7 +105,7 @@ def hand_made_results(rename=None, drop=(), overrides=None):
                 rows.append(
                     {"path": (rename or {}).get(path, path), "metric": metric, "value": measured, "stderr": stderr}
                 )
-    return tables.Results(pd.DataFrame(rows))
+    return Results(pd.DataFrame(rows))
 
 
 def hand_made_bootstrap(rename=None, overrides=None):
@@ -122,8 +127,8 @@ def hand_made_bootstrap(rename=None, overrides=None):
     return PairedBootstrap(measures.__getitem__, resamples=2000)
 
 
-def build(results=None, preset=None, bootstrap=None):
-    return tables.build(
+def hand_made_tables(results=None, preset=None, bootstrap=None):
+    return build(
         results or hand_made_results(), preset or hand_made_preset(), PAPER, bootstrap or hand_made_bootstrap()
     )
 
@@ -144,12 +149,12 @@ def test_the_hand_made_set_covers_exactly_the_preset():
 
 @pytest.fixture(scope="module")
 def built():
-    return build()
+    return hand_made_tables()
 
 
 def test_table4_values_uncertainty_selection_and_published(built):
     table4, _ = built["table4"]
-    assert len(table4) == len(tables.main_rows()) * len(tables.MAIN_COLUMNS)
+    assert len(table4) == len(main_rows()) * len(MAIN_COLUMNS)
     adamw = cell(table4, "adamw", "benchmark_avg")
     assert (adamw["value"], adamw["seeds"]) == (51.0, 2)
     assert adamw["stderr"] == pytest.approx(math.sqrt(2) / 2)
@@ -165,14 +170,14 @@ def test_table4_values_uncertainty_selection_and_published(built):
     assert cell(table4, "ondare", "alpacaeval2_lc")["value"] == 56.0
     assert math.isnan(cell(table4, "ondare", "alpacaeval2_lc")["stderr"])
     for row in ("ema", "childtuning", "lora", "onties"):
-        assert set(table4[table4["row"] == row]["status"]) == {tables.NOT_RUN}
+        assert set(table4[table4["row"] == row]["status"]) == {NOT_RUN}
 
 
 def test_best_and_second_best_per_column_leave_the_reference_out(built):
     table4, _ = built["table4"]
     ranks = table4[table4["column"] == "benchmark_avg"].set_index("row")["rank"]
     # KL 61, DARE 59, OnDARE 56, Linear 54, AdamW 51, TIES 21; the Reference (45) is not ranked.
-    assert ranks.to_dict() == {row.name: {"kl": 1, "dare": 2}.get(row.name, 0) for row in tables.main_rows()}
+    assert ranks.to_dict() == {row.name: {"kl": 1, "dare": 2}.get(row.name, 0) for row in main_rows()}
 
 
 def test_table1_is_table4_against_adamw(built):
@@ -212,7 +217,7 @@ def test_tables_5_to_7_table2_and_table3(built):
 
 
 def test_markdown_layout_marks_and_published_lines(built, tmp_path):
-    tables.write(built, hand_made_preset(), tmp_path)
+    write(built, hand_made_preset(), tmp_path)
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         f"{name}.{ext}" for name in built for ext in ("md", "csv", "tex", "html")
     )
@@ -223,7 +228,7 @@ def test_markdown_layout_marks_and_published_lines(built, tmp_path):
         "| MT-Bench | AlpacaEval LC |"
     )
     body = [line for line in lines if line.startswith("| ") and line != header]
-    assert [line.split(" | ")[1] for line in body if "↳" not in line] == [row.label for row in tables.main_rows()]
+    assert [line.split(" | ")[1] for line in body if "↳" not in line] == [row.label for row in main_rows()]
     kl = next(line for line in body if line.split(" | ")[1] == "KL").split(" | ")
     assert kl[2] == "beta=1"
     assert kl[10] == "**61.0 ± 0.7 (sd 1.4, n=2)**"  # Benchmark Avg.: best
@@ -259,11 +264,11 @@ def test_toy_tables_show_the_published_table_apart_never_mixed_in(tmp_path):
             rename[path] = path.replace(BACKBONE, "qwen-s")
     results = hand_made_results(rename=rename)
     preset = hand_made_preset(backbones=backbones, world=True)
-    built = build(results, preset, hand_made_bootstrap(rename=rename))
+    built = hand_made_tables(results, preset, hand_made_bootstrap(rename=rename))
     table4, _ = built["table4"]
     assert table4["published"].isna().all() and table4["difference"].isna().all()
     assert cell(table4, "kl", "benchmark_avg")["value"] == 61.0
-    tables.write(built, preset, tmp_path)
+    write(built, preset, tmp_path)
     text = (tmp_path / "table4.md").read_text()
     ours, published = text.split("# The published table, for shape only")
     assert "## qwen-s (toy, mirrors Qwen1.5-7B)" in ours and "↳ paper" not in ours and "58.4" not in ours
@@ -278,20 +283,20 @@ def test_a_missing_or_incomplete_cell_is_reported_missing_never_dropped_or_fille
     kl_weak1 = KL_WEAK.format(seed=1)
     ties1 = f"{MERGES}/ties/density~0.5_weight~0.5".format(seed=1)
     drop = {(ondare0, "mt_bench"), (kl_weak1, "benchmark_avg"), (ties1, None)}
-    built = build(hand_made_results(drop=drop))
+    built = hand_made_tables(hand_made_results(drop=drop))
     table4, _ = built["table4"]
-    assert len(table4) == len(tables.main_rows()) * len(tables.MAIN_COLUMNS)  # nothing dropped
+    assert len(table4) == len(main_rows()) * len(MAIN_COLUMNS)  # nothing dropped
     ondare_mt = cell(table4, "ondare", "mt_bench")
-    assert ondare_mt["status"] == tables.MISSING and math.isnan(ondare_mt["value"])
+    assert ondare_mt["status"] == MISSING and math.isnan(ondare_mt["value"])
     assert ondare_mt["missing_cells"] == ondare0
     assert cell(table4, "ondare", "math")["value"] == 56.0  # the seed mean where both seeds have it
     # One setting of a search lacks the selection metric: the search is incomplete, so the whole row is missing.
-    assert set(table4[table4["row"] == "kl"]["status"]) == {tables.MISSING}
-    assert set(table4[table4["row"] == "ties"]["status"]) == {tables.MISSING}
+    assert set(table4[table4["row"] == "kl"]["status"]) == {MISSING}
+    assert set(table4[table4["row"] == "ties"]["status"]) == {MISSING}
     table1, _ = built["table1"]
-    assert cell(table1, "ondare", "mt_bench")["status"] == tables.MISSING
+    assert cell(table1, "ondare", "mt_bench")["status"] == MISSING
     assert cell(table1, "ondare", "math")["value"] == pytest.approx(5.0)
-    text = tables.markdown(tables.document("table4", table4, built["table4"][1], hand_made_preset()))
+    text = markdown(document("table4", table4, built["table4"][1], hand_made_preset()))
     kl_line = next(line for line in text.splitlines() if line.startswith("| Regularization | KL |"))
     assert kl_line.count("missing") == 10
     every_column = "Math, Code, I.F., R.C., Know., Agent, CodeSwitch, Benchmark Avg., MT-Bench, AlpacaEval LC"
@@ -303,8 +308,8 @@ def test_a_missing_or_incomplete_cell_is_reported_missing_never_dropped_or_fille
 def test_select_by_picks_the_searched_setting_by_another_metric():
     judged_better = {(KL_WEAK.format(seed=seed), "mt_bench"): 9.0 for seed in (0, 1)}
     results = hand_made_results(overrides=judged_better)
-    by_average = build(results)["table4"][0]
-    by_reward = build(results, hand_made_preset() | {"select_by": "mt_bench"})["table4"][0]
+    by_average = hand_made_tables(results)["table4"][0]
+    by_reward = hand_made_tables(results, hand_made_preset() | {"select_by": "mt_bench"})["table4"][0]
     assert cell(by_average, "kl", "mt_bench")["setting"] == "beta=1"
     assert cell(by_reward, "kl", "mt_bench")[["setting", "value"]].tolist() == ["beta=0.01", 9.0]
     schema = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())
@@ -315,6 +320,6 @@ def test_select_by_picks_the_searched_setting_by_another_metric():
 
 def test_table_names_follow_the_studies():
     preset = hand_made_preset()
-    assert tables.table_names(preset) == ["table1", "table4", "tables5to7", "table2", "table3"]
+    assert table_names(preset) == ["table1", "table4", "tables5to7", "table2", "table3"]
     del preset["studies"]["table2"], preset["studies"]["table3"]
-    assert tables.table_names(preset) == ["table1", "table4", "tables5to7"]
+    assert table_names(preset) == ["table1", "table4", "tables5to7"]

@@ -9,7 +9,7 @@ from test_tables import PAPER, hand_made_bootstrap, hand_made_preset, hand_made_
 
 from onmerge import verdicts
 from onmerge.config import load_preset
-from onmerge.tables import Results
+from onmerge.tables.results import Results
 from onmerge.verdicts import CONTRADICTED, HIGHER, INCONCLUSIVE, LOWER, NOT_LOWER, NOT_PLANNED, SUPPORTED
 
 

@@ -630,13 +630,16 @@ _COMPARING = (
 
 @_command("tables", "the paper's tables from results.csv, beside the published ones", *_COMPARING)
 def _tables(args: argparse.Namespace) -> None:
-    from onmerge import regime, tables
+    from onmerge import regime
     from onmerge.atomic import write_text
     from onmerge.config import load_preset
+    from onmerge.tables import render
+    from onmerge.tables.build import build
+    from onmerge.tables.results import Results
 
     preset = load_preset(args.preset)
-    built = tables.build(tables.Results.read(args.results), preset, args.paper, _bootstrap(args.root, args.world))
-    tables.write(built, preset, args.out_dir)
+    built = build(Results.read(args.results), preset, args.paper, _bootstrap(args.root, args.world))
+    render.write(built, preset, args.out_dir)
     frame = regime.regime_table(preset, args.root, regime.table_studies(preset))
     write_text(args.out_dir / "regime.md", regime.regime_markdown(frame))
     write_text(args.out_dir / "regime.csv", frame.to_csv())
@@ -647,7 +650,7 @@ def _tables(args: argparse.Namespace) -> None:
 def _verdicts(args: argparse.Namespace) -> None:
     from onmerge import verdicts
     from onmerge.config import load_preset
-    from onmerge.tables import Results
+    from onmerge.tables.results import Results
 
     preset = load_preset(args.preset)
     context = verdicts.Context(preset, Results.read(args.results), args.paper)
@@ -669,7 +672,7 @@ def _verdicts(args: argparse.Namespace) -> None:
 def _figures(args: argparse.Namespace) -> None:
     from onmerge import curves, figures
     from onmerge.config import load_preset
-    from onmerge.tables import Results
+    from onmerge.tables.results import Results
 
     preset, results = load_preset(args.preset), Results.read(args.results)
     for name in figures.figure_names(preset):

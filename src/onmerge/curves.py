@@ -1,9 +1,12 @@
 """Training curves: per study, the reward margin and the loss against the step, one line per method setting, from
 the training logs its cells wrote (`onmerge.training.write_training_log`).
 
-A study's rows and seeds are the tables' (`onmerge.tables.row_candidates`): a line is the mean over the seeds the
-preset plans for its setting, with each seed drawn thin behind it. A method that sweeps or searches a setting has a
-line per value, in shades of its colour. A cell without a training log is left out and named under the figure.
+A study's rows and seeds are the tables' (`onmerge.tables.rows.row_candidates`): a line is the mean over the seeds
+the preset plans for its setting, with each seed drawn thin behind it. A method that sweeps or searches a setting has
+a line per value, in shades of its colour. A cell without a training log is left out and named under the figure.
+
+Snakemake imports this module while it parses the workflow (`curve_names`, `training_logs`): matplotlib is imported
+where a figure is drawn, as in `onmerge.figures`.
 """
 
 from __future__ import annotations
@@ -13,17 +16,16 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from matplotlib.axes import Axes
-from matplotlib.colors import to_rgb
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING, Any
 
 from onmerge import methods
 from onmerge.figures import FIGSIZE_WIDTH, footer, legend_entries, missing_note, save_png
 from onmerge.grid import PATH_KEYS, TrainCell, study_regimes
-from onmerge.tables import LABELS, Candidate, backbone_title, regime_title, row_candidates, row_label
+from onmerge.tables.labels import LABELS, backbone_title, regime_title, row_label
+from onmerge.tables.rows import Candidate, row_candidates
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 LOG = "training_log.json"  # beside a training cell's model folder
 PREFIX = "curves_"
@@ -104,6 +106,8 @@ def points(histories: list[list[dict[str, float]]], metric: str) -> list[tuple[i
 
 def _color(preset: Mapping[str, Any], curve: Curve) -> tuple[float, float, float]:
     """The row's colour (by name, else by its method), lighter for a method's earlier settings."""
+    from matplotlib.colors import to_rgb
+
     setting = preset["methods"][curve.row]
     unmerged = setting["method"] == "ondare" and setting.get("alpha") == 0  # update dropout: ChildTuning's grey
     kind = "childtuning" if unmerged else setting["method"]
@@ -114,6 +118,8 @@ def _color(preset: Mapping[str, Any], curve: Curve) -> tuple[float, float, float
 
 
 def _draw_panel(ax: Axes, preset: Mapping[str, Any], drawn: list[tuple[Curve, list]], metric: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
     for curve, histories in drawn:
         method = methods.get(preset["methods"][curve.row]["method"])
         style = {"color": _color(preset, curve), "linestyle": method.style.linestyle}  # dashed: as published
@@ -129,6 +135,8 @@ def _draw_panel(ax: Axes, preset: Mapping[str, Any], drawn: list[tuple[Curve, li
 
 def draw(root: Path, preset: Mapping[str, Any], name: str, out: Path) -> list[str]:
     """Draw curve figure `name` (one of `curve_names(preset)`) to the PNG `out`; return the cells without a log."""
+    from matplotlib.figure import Figure
+
     if name not in curve_names(preset):
         raise ValueError(f"no curve figure {name!r} in preset {preset['name']!r} (figures: {curve_names(preset)})")
     study_name = name.removeprefix(PREFIX)

@@ -5,7 +5,8 @@ disagree on what a row's value is), then a PNG. A point the preset plans but the
 line and named on the figure and in `draw`'s return value; nothing is filled in. The figures are DPO, as the paper's.
 
 Matplotlib is used through `matplotlib.figure.Figure`, never pyplot: no GUI backend is ever chosen (PNG output is
-Agg's), and no global figure registry keeps figures alive between draws.
+Agg's), and no global figure registry keeps figures alive between draws. It is imported where a figure is drawn:
+Snakemake imports this module while it parses the workflow (`figure_names`), and needs no matplotlib for that.
 """
 
 from __future__ import annotations
@@ -14,28 +15,19 @@ import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import NullLocator
+from typing import TYPE_CHECKING, Any
 
 from onmerge import methods
 from onmerge.atomic import atomic_file
 from onmerge.grid import MERGES, Checkpoint, MergeCell
-from onmerge.tables import (
-    LABELS,
-    Candidate,
-    Estimate,
-    Results,
-    backbone_title,
-    choose,
-    label_of,
-    row_candidates,
-    row_label,
-    select_by,
-    setting_of,
-)
+from onmerge.tables.labels import LABELS, backbone_title, label_of, row_label
+from onmerge.tables.rows import Candidate, choose, row_candidates, select_by, setting_of
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    from onmerge.tables.results import Estimate, Results
 
 LOSS = "dpo"
 REWARD, BENCHMARK = "mt_bench", "benchmark_avg"
@@ -243,6 +235,8 @@ def legend_entries(ax: Axes) -> dict[str, Any]:
 
 def _log_axis(ax: Axes, values: list[float]) -> None:
     """A log axis ticked at the study's own values, so each point sits on a labelled tick."""
+    from matplotlib.ticker import NullLocator
+
     ax.set_xscale("log")
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xticks(values, [_tick(value) for value in values], rotation=30 if len(values) > 6 else 0)
@@ -425,6 +419,8 @@ def save_png(figure: Figure, out: Path) -> None:
 
 def draw(results: Results, preset: Mapping[str, Any], name: str, out: Path) -> list[str]:
     """Draw figure `name` (one of `figure_names(preset)`) to the PNG `out`; return the model paths it lacks."""
+    from matplotlib.figure import Figure
+
     if name not in figure_names(preset):
         raise ValueError(f"no figure {name!r} in preset {preset['name']!r} (figures: {figure_names(preset)})")
     rows = len(preset["studies"][name]["backbones"])

@@ -33,6 +33,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from onmerge import methods
 from onmerge.atomic import atomic_file
+from onmerge.curves import LOG, study_curves
 from onmerge.grid import TrainCell, training_of, training_settings
 from onmerge.merge_ops import SparseDelta, sparse_sign_consensus
 from onmerge.optim import OnDAREAdamW, OnTIESAdamW, canonical_name, task_vector
@@ -754,8 +755,6 @@ def regime_table(
     A row's settings are told apart as the training curves tell them (a swept value is its own column). Cells
     without a training log, or whose log has no `regime` entry, are left out and listed in `frame.attrs["missing"]`.
     """
-    from onmerge.curves import LOG, study_curves  # matplotlib: only for the table
-
     columns = {
         f"paper: {methods.get(method).label} (bf16, published settings)": published_column(method)
         for method in PAPER_METHODS

@@ -24,9 +24,13 @@ from typing import Any
 
 import pandas as pd
 
-from onmerge import tables
 from onmerge.grid import Checkpoint, study_regimes, toy_backbone, training_of
 from onmerge.paired import PairedBootstrap, Term
+from onmerge.tables.labels import LABELS, row_label
+from onmerge.tables.published import published_backbone, read_published
+from onmerge.tables.render import DIGITS, Grid, Part, html, markdown
+from onmerge.tables.results import Results
+from onmerge.tables.rows import choose, interpolation_curve, main_rows, row_candidates, select_by
 
 FAMILY_LEVEL = 0.95  # each claim's comparisons together
 SUPPORTED, CONTRADICTED, INCONCLUSIVE, NOT_PLANNED = "supported", "contradicted", "inconclusive", "not planned"
@@ -69,7 +73,7 @@ class Context:
     published tables in the tidy layout of `onmerge.tables.published`."""
 
     preset: Mapping[str, Any]
-    results: tables.Results
+    results: Results
     paper_dir: Path
     _published: dict[str, pd.DataFrame] = field(default_factory=dict)
 
@@ -78,10 +82,10 @@ class Context:
     ) -> tuple[str, ...] | None:
         """A table row's models (one per seed; a searched row at its chosen setting), or None if not planned."""
         spec = self.preset["studies"][study]
-        candidates = tables.row_candidates(self.preset, spec, backbone, loss, row, regime)
+        candidates = row_candidates(self.preset, spec, backbone, loss, row, regime)
         if not candidates:
             return None
-        chosen, lacking = tables.choose(self.results, candidates, tables.select_by(self.preset))
+        chosen, lacking = choose(self.results, candidates, select_by(self.preset))
         if chosen is None:  # verdicts run on a finished preset: a planned row without results is an error
             raise ValueError(f"{study}: {backbone} / {row} ({loss}) has no results for {', '.join(lacking)}")
         return _paths(chosen)
@@ -90,21 +94,19 @@ class Context:
         """A sweep study's models for one method, by the value of its varied hyper-parameter."""
         spec = self.preset["studies"][study]
         (param,) = spec["vary"]
-        candidates = tables.row_candidates(self.preset, spec, backbone, "dpo", method) or []
+        candidates = row_candidates(self.preset, spec, backbone, "dpo", method) or []
         return {float(dict(candidate[0].params)[param]): _paths(candidate) for candidate in candidates}
 
     def published_table(self, table: str) -> pd.DataFrame:
         """A published table in the tidy layout of `onmerge.tables.published`, read once."""
         if table not in self._published:
-            self._published[table] = tables.published(self.paper_dir, table)
+            self._published[table] = read_published(self.paper_dir, table)
         return self._published[table]
 
     def published(self, table: str, backbone: str, keys: Mapping[str, Any], column: str) -> float:
         """A value of a published table (NaN where the paper has none), for the backbone this one mirrors."""
         frame = self.published_table(table)
-        selected = frame[
-            (frame["backbone"] == tables.published_backbone(self.preset, backbone)) & (frame["column"] == column)
-        ]
+        selected = frame[(frame["backbone"] == published_backbone(self.preset, backbone)) & (frame["column"] == column)]
         for key, value in keys.items():
             selected = selected[selected[key] == value]
         return float(selected["value"].iloc[0]) if len(selected) == 1 else math.nan
@@ -119,7 +121,7 @@ def _difference(treatment: tuple[str, ...], control: tuple[str, ...]) -> tuple[T
 
 
 def _label(context: Context, row: str) -> str:
-    return tables.row_label(context.preset, row)
+    return row_label(context.preset, row)
 
 
 def _roles(preset: Mapping[str, Any], study: str) -> dict[str, str]:
@@ -169,7 +171,7 @@ def _interpolation(context: Context, study: str) -> list[Comparison]:
         for method in spec["methods"]:
             curve = [
                 (weight, _paths(models))
-                for weight, models in tables.interpolation_curve(context.preset, spec, backbone, method)
+                for weight, models in interpolation_curve(context.preset, spec, backbone, method)
             ]
             nearest_sft, rlhf_paths = curve[1], curve[-1][1]
             for metric, expected in (("benchmark_avg", HIGHER), ("mt_bench", LOWER)):
@@ -239,7 +241,7 @@ def _online_against_baselines(context: Context, study: str) -> list[Comparison]:
     for backbone in context.preset["studies"][study]["backbones"]:
         for online in ONLINE:
             ours = context.row(study, backbone, online)
-            for baseline in (row.name for row in tables.main_rows() if row.group in BASELINE_GROUPS):
+            for baseline in (row.name for row in main_rows() if row.group in BASELINE_GROUPS):
                 theirs = context.row(study, backbone, baseline)
                 if ours is None or theirs is None:
                     continue
@@ -586,11 +588,11 @@ RULE = (
 )
 
 
-def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFrame | None = None) -> list[tables.Part]:
+def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFrame | None = None) -> list[Part]:
     """The verdicts as headings, bullets and grids: a summary, each claim's comparisons, then (given `worlds`) how
     much the headline effects move between worlds."""
     statements = {claim.id: claim.statement for claim in CLAIMS}
-    parts: list[tables.Part] = [("heading", f"Verdicts: the paper's claims — preset `{preset['name']}`")]
+    parts: list[Part] = [("heading", f"Verdicts: the paper's claims — preset `{preset['name']}`")]
     parts += [("bullet", line) for line in RULE]
     summary = []
     for claim_id, records in frame.groupby("claim", sort=False):
@@ -601,14 +603,14 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFram
         seeds = ", ".join(sorted(set(records["seeds"]))) if planned else ""
         line = [claim_id, statements[claim_id], first["verdict"], first["study"], seeds, tally if planned else ""]
         summary.append([(text, 0) for text in line])
-    parts.append(tables.Grid("Summary", ["Claim", "Statement", "Verdict", "Study", "Seeds", "Comparisons"], summary, 0))
+    parts.append(Grid("Summary", ["Claim", "Statement", "Verdict", "Study", "Seeds", "Comparisons"], summary, 0))
     for claim_id, records in frame.groupby("claim", sort=False):
         first = records.iloc[0]
         if first["verdict"] == NOT_PLANNED:
             continue
         lines = []
         for record in records.to_dict("records"):
-            digits = tables.DIGITS.get(record["metric"], 2)
+            digits = DIGITS.get(record["metric"], 2)
             ours = f"{record['estimate']:+.{digits}f} [{record['low']:+.{digits}f}, {record['high']:+.{digits}f}]"
             paper = "n/a" if math.isnan(record["published"]) else f"{record['published']:+.{digits}f}"
             expected = record["expected"] + (f" than -{record['margin']:g}" if record["expected"] == NOT_LOWER else "")
@@ -616,7 +618,7 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFram
             cells = [
                 record["backbone"],
                 record["comparison"],
-                tables.LABELS.get(record["metric"], record["metric"]),
+                LABELS.get(record["metric"], record["metric"]),
                 expected + kind,
                 record["outcome"],
                 record["seeds"],
@@ -626,16 +628,16 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFram
             lines.append([(text, 0) for text in cells])
         title = f"{claim_id} — {first['verdict']} (level {first['level']:.4f} per comparison): {statements[claim_id]}"
         header = ["Backbone", "Comparison", "Metric", "Paper's side", "Outcome", "Seeds", "Ours [interval]", "Paper"]
-        parts.append(tables.Grid(title, header, lines, 3))
+        parts.append(Grid(title, header, lines, 3))
     if worlds is not None and len(worlds):
         parts += [("heading", "Between worlds: how much a rebuilt backbone moves each effect"), ("bullet", WORLDS_NOTE)]
         lines = []
         for record in worlds.to_dict("records"):
-            digits = tables.DIGITS.get(record["metric"], 2)
+            digits = DIGITS.get(record["metric"], 2)
             cells = [
                 record["claim"],
                 record["comparison"],
-                tables.LABELS.get(record["metric"], record["metric"]),
+                LABELS.get(record["metric"], record["metric"]),
                 f"{record['world']} - {record['other_world']}",
                 record["seeds"],
                 f"{record['estimate']:+.{digits}f}",
@@ -644,7 +646,7 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFram
             ]
             lines.append([(text, 0) for text in cells])
         header = ["Claim", "Effect", "Metric", "Worlds", "Seeds", "First world", "Second world", "Difference [95%]"]
-        parts.append(tables.Grid("The headline effects in each world", header, lines, 3))
+        parts.append(Grid("The headline effects in each world", header, lines, 3))
     return parts
 
 
@@ -654,7 +656,7 @@ def write(frame: pd.DataFrame, preset: Mapping[str, Any], out_dir: Path, worlds:
     from onmerge.atomic import write_text
 
     parts = document(frame, preset, worlds)
-    write_text(Path(out_dir) / "verdicts.md", tables.markdown(parts))
+    write_text(Path(out_dir) / "verdicts.md", markdown(parts))
     write_text(Path(out_dir) / "verdicts.csv", frame.to_csv(index=False))
     write_text(Path(out_dir) / "verdicts_worlds.csv", worlds.to_csv(index=False))
-    write_text(Path(out_dir) / "verdicts.html", tables.html(parts))
+    write_text(Path(out_dir) / "verdicts.html", html(parts))
