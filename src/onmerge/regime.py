@@ -66,24 +66,24 @@ _HALF_BITS = 16
 # Definitions
 
 
-def median_abs(tensors: Sequence[Tensor], *, across_processes: bool = False) -> float:
+def median_abs(tensors: Sequence[Tensor]) -> float:
     """The median of |w| over every entry of `tensors` together, with torch.median's convention (the lower of the two
-    middle values for an even count); with `across_processes`, over every process's tensors together (under FSDP,
-    each rank's shards: every process must call it).
+    middle values for an even count).
 
     Exact, without a concatenated copy of a model's weights: non-negative floats order as their float32 bit patterns
     do, so two histogram passes (the high 16 bits, then the low 16 bits within the median's bin) find it, and
     histograms add up over processes.
     """
     device = tensors[0].device if tensors else torch.device("cpu")
-    median = _median_abs_or_none(tensors, device, across_processes)
+    median = _median_abs_or_none(tensors, device, across_processes=False)
     if median is None:
         raise ValueError("the median of no entries")
     return median
 
 
 def _median_abs_or_none(tensors: Iterable[Tensor], device: torch.device, across_processes: bool) -> float | None:
-    """`median_abs` of float32 |values|, None for no entries (on every process: the histograms are summed first)."""
+    """`median_abs` of float32 |values|, None for no entries; with `across_processes`, over every process's values
+    together (under FSDP each rank's shards: every process must call it, and the histograms are summed first)."""
     tensors = list(tensors)
     counts = torch.zeros(1 << (_HALF_BITS - 1), dtype=torch.long, device=device)  # the sign bit is 0
     for tensor in tensors:
@@ -387,8 +387,8 @@ class RegimeRecorder(TrainerCallback):
     def _device(self) -> torch.device:
         """Where the run's parameters are: the sums go through the process group's backend (NCCL: a GPU)."""
         optimizer = self._cell_optimizer()
-        params = [] if optimizer is None else [p for group in optimizer.param_groups for p in group["params"]]
-        return params[0].device if params else torch.device("cpu")
+        params = (p for group in ([] if optimizer is None else optimizer.param_groups) for p in group["params"])
+        return next((p.device for p in params), torch.device("cpu"))
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         if not self.measured:
