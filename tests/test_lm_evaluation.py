@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import lm_eval.evaluator
 import pytest
 from lm_eval.tasks import TaskManager
 
@@ -215,6 +216,9 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
     generation: greedy tasks, a sampled one, a sandboxed code task and a group, in one model load."""
     # Indexing lm-eval's thousands of built-in tasks takes seconds and none is used here.
     monkeypatch.setattr(lm_evaluation, "run_lm_eval", functools.partial(run_lm_eval, include_defaults=False))
+    environment_reports = []  # torch's collect_env: a dozen subprocesses per call, skipped (lm_evaluation docstring)
+    monkeypatch.setattr("torch.utils.collect_env.get_pretty_env_info", lambda: environment_reports.append(1))
+    report = lm_eval.evaluator.add_env_info
     model = tmp_path / "model"
     tiny_causal_lm(seed=0).save_pretrained(model)
     tiny_tokenizer().save_pretrained(model)
@@ -239,6 +243,7 @@ def test_paper_tasks_run_end_to_end_on_a_tiny_model_through_the_cli(tmp_path: Pa
     tasks_to_run = ["onmerge_gsm8k", "onmerge_math401", "onmerge_mbpp", "onmerge_function_calling"]
     sampling = ["temperature=0.7", "top_p=0.8", "top_k=20", "repetition_penalty=1.05"]
     main(["evaluate", "lm-eval", *arguments, "--tasks", *tasks_to_run, "--batch-size", "64", "--sampling", *sampling])
+    assert environment_reports == [] and lm_eval.evaluator.add_env_info is report
     written = json.loads(metrics_path.read_text())
     metrics, provenance = written["metrics"], written["provenance"]
     assert {"onmerge_gsm8k/acc", "onmerge_math401/acc", "onmerge_mbpp/pass_at_1,sandbox"} <= set(metrics)

@@ -21,12 +21,17 @@ refused before the model loads.
 Code tasks (HumanEval, MBPP, DS-1000, CodeApex) declare `unsafe_code: true`, lm-eval's mark for a task that executes
 model-written code; lm-eval refuses to run one unless the call confirms it. `run_lm_eval` confirms it for a call that
 includes such a task, and only for that call; the code itself runs in `onmerge.sandbox`.
+
+lm-eval's `simple_evaluate` adds torch's `collect_env` report to its results: about a dozen subprocesses (pip,
+conda, nvidia-smi, ...), 7 s of each call on this project's CPUs, for a dict entry no caller keeps. The run's
+provenance records the software once per run, so `run_lm_eval` skips the report (`_without_environment_report`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -122,25 +127,39 @@ def run_lm_eval(
 
         lm = HFLM(pretrained=str(model_dir), batch_size=batch_size, device=device)
         _stop_at_chat_end(lm)
-    runs = [
-        simple_evaluate(
-            model=lm,
-            tasks=names,
-            task_manager=task_manager,
-            apply_chat_template=True,
-            gen_kwargs=gen_kwargs,
-            limit=limit,
-            log_samples=log_samples,
-            random_seed=EVAL_SEED,
-            numpy_random_seed=EVAL_SEED,
-            torch_random_seed=EVAL_SEED,
-            fewshot_random_seed=EVAL_SEED,
-            confirm_run_unsafe_code=not unsafe.isdisjoint(names),
-        )
-        for names, gen_kwargs in passes
-        if names
-    ]
+    with _without_environment_report():
+        runs = [
+            simple_evaluate(
+                model=lm,
+                tasks=names,
+                task_manager=task_manager,
+                apply_chat_template=True,
+                gen_kwargs=gen_kwargs,
+                limit=limit,
+                log_samples=log_samples,
+                random_seed=EVAL_SEED,
+                numpy_random_seed=EVAL_SEED,
+                torch_random_seed=EVAL_SEED,
+                fewshot_random_seed=EVAL_SEED,
+                confirm_run_unsafe_code=not unsafe.isdisjoint(names),
+            )
+            for names, gen_kwargs in passes
+            if names
+        ]
     return merge_results(runs)
+
+
+@contextlib.contextmanager
+def _without_environment_report() -> Iterator[None]:
+    """lm-eval's `simple_evaluate` without its environment report (module docstring); restored on the way out."""
+    from lm_eval import evaluator
+
+    report = evaluator.add_env_info
+    evaluator.add_env_info = lambda results: None
+    try:
+        yield
+    finally:
+        evaluator.add_env_info = report
 
 
 def vllm_gen_kwargs(model_dir: Path, gen_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
