@@ -134,6 +134,20 @@ def test_the_job_prologue_reads_a_hostile_checkout_path_as_a_path(tmp_path, chec
     assert not list(tmp_path.glob("pwned*"))
 
 
+def test_the_job_prologue_keeps_freed_memory_for_the_next_step_unless_the_user_chose(tmp_path):
+    """glibc's malloc thresholds: the prologue's by default (onmerge.shell.GLIBC_MALLOC), a value already exported
+    kept as it is."""
+
+    def thresholds(**env: str) -> list[str]:
+        show = 'printf "%s\\0" "$MALLOC_MMAP_THRESHOLD_" "$MALLOC_TRIM_THRESHOLD_"'
+        command = job_prologue(None, tmp_path) + show
+        completed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, check=True, env=env)
+        return completed.stdout.split("\0")[:2]
+
+    assert thresholds(PATH="/usr/bin:/bin") == [str(256 * 2**20), str(512 * 2**20)]
+    assert thresholds(PATH="/usr/bin:/bin", MALLOC_TRIM_THRESHOLD_="131072") == [str(256 * 2**20), "131072"]
+
+
 # Every name that becomes a path, a wildcard or a file name: refused before any job, the key named.
 NAME_KEYS = {
     "the preset's name": lambda preset, bad: preset.update(name=bad),
