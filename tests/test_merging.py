@@ -347,7 +347,7 @@ def _merge_kwargs(models: dict[str, Path], out: Path) -> dict[str, object]:
         ("dare", {"density": 1.2}, r"density must lie in \(0, 1\], got 1\.2"),
         ("ties", {"density": None}, r"ties merging needs a density"),
         ("linear", {}, r"linear merging takes no density .* got density=0\.5"),
-        ("slerp", {}, r"method must be one of \['dare', 'linear', 'ties'\], got 'slerp'"),
+        ("slerp", {}, r"unknown offline merge 'slerp' \(one of linear, dare, ties\)"),
         ("ties", {"out": "sft"}, r"out .*sft is one of the input model folders"),
         (
             "ties",

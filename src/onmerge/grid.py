@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from onmerge import hyperparameters, methods
+from onmerge import hyperparameters, merges, methods
 
 # A name that becomes a path segment, a wildcard or a file name (the preset's, its backbones', methods' and
 # studies'): letters, digits, '.', '_' and '-', starting with a letter or digit, so never '.', '..', a hidden folder or
@@ -42,14 +42,10 @@ NAME_PATTERN = rf"^{NAME}(?!\n)$"
 # The workflow's wildcards match only these, so no requested path reaches a rule with `..` or shell syntax in it.
 PATH_SEGMENT = r"[A-Za-z0-9][A-Za-z0-9._~-]*"
 LOSSES = ("dpo", "ipo", "kto")
-MERGES = ("linear", "dare", "ties")
+MERGES = tuple(merges.MERGES)
 ROLES = ("base", "sft")
 
-MERGE_PARAMS: dict[str, tuple[str, ...]] = {
-    "linear": ("weight",),
-    "dare": ("density", "weight"),
-    "ties": ("density", "weight"),
-}
+MERGE_PARAMS: dict[str, tuple[str, ...]] = {merge.name: merge.params for merge in merges.MERGES.values()}
 PATH_KEYS = {
     "beta": "beta",
     "learning_rate": "lr",

@@ -5,13 +5,7 @@ started from, over the pre-trained base; the linear merge at weights between 0 a
 between SFT and RLHF. tests/test_merging.py computes the same merges with the primitives the online optimizers use
 (`onmerge.merge_ops`) and checks that mergekit agrees: offline and online merging share one definition.
 
-mergekit settings, chosen deliberately (they are mergekit 0.1.5's defaults, which the paper used as far as we know):
-
-* linear: `normalize: true`. The weights (w, 1 - w) sum to one, so normalising only divides by one.
-* TIES: `normalize: true`. Each entry's merged delta is the weighted mean over the models whose delta survived
-  trimming and sign election, so where only the RLHF delta survives it is applied at full strength, not times w.
-* DARE (`dare_linear`): `normalize: false`, `rescale: true`. Without sign election normalising would divide by
-  w + (1 - w) = 1 anyway; `rescale` scales the kept entries to the dense delta's L1 norm (not DARE's 1/p).
+The mergekit method and settings of each merge are declared in `onmerge.merges`, with why they were chosen.
 
 No `dtype` is set, so mergekit computes in the checkpoints' own dtype (linear in float32 at least), as by default.
 The merged folder carries the SFT model's config, generation config and tokenizer: the merge is a chat model of the
@@ -23,26 +17,19 @@ first. mergekit's README.md and mergekit_config.yml stay as a record of the merg
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from mergekit.config import MergeConfiguration
 from mergekit.io.tasks import LoaderCache
 from mergekit.merge import MergeOptions, run_merge
 
+from onmerge import merges
 from onmerge.atomic import atomic_dir
 from onmerge.checkpoints import check_same_parameters, parameter_locations
 
-MergeMethod = Literal["linear", "dare", "ties"]
-
-_MERGEKIT_METHODS: dict[str, str] = {"linear": "linear", "dare": "dare_linear", "ties": "ties"}
-_MERGEKIT_SETTINGS: dict[str, dict[str, bool]] = {
-    "linear": {"normalize": True},
-    "dare": {"normalize": False, "rescale": True},
-    "ties": {"normalize": True},
-}
 # Copied from the SFT folder when present, replacing what mergekit wrote (see the module docstring).
 _SFT_METADATA_FILES = (
     "config.json",
@@ -63,7 +50,7 @@ _MERGEKIT_OPTIONS = MergeOptions(device="cpu", copy_tokenizer=False, quiet=True,
 
 
 def merge_with_reference(
-    method: MergeMethod,
+    method: str,
     *,
     rlhf: Path,
     sft: Path,
@@ -81,35 +68,35 @@ def merge_with_reference(
     from torch's global RNG inside mergekit, so the call seeds it with `seed` (in a forked RNG state, leaving the
     caller's untouched): the same seed gives the same merge. Returns `out`.
     """
-    _check_method(method)
+    merge = merges.get(method)
     _check_fraction("weight", weight, allow_zero=True)
-    _check_density(method, density)
+    _check_density(merge, density)
     folders = {"rlhf": Path(rlhf), "sft": Path(sft), "base": Path(base)}
     check_same_parameters({role: _checkpoint_shapes(role, folder) for role, folder in folders.items()})
     out = Path(out)
     _check_output(out, folders.values(), overwrite)
 
     models = [(folders["rlhf"], {"weight": weight}), (folders["sft"], {"weight": 1.0 - weight})]
-    if method != "linear":
+    if merge.over_base:
         for _, parameters in models:
             parameters["density"] = density
     config = _mergekit_config(
-        _MERGEKIT_METHODS[method],
+        merge.mergekit_method,
         models,
-        base=None if method == "linear" else folders["base"],
-        settings=_MERGEKIT_SETTINGS[method],
+        base=folders["base"] if merge.over_base else None,
+        settings=merge.mergekit_parameters,
     )
     return _run_mergekit(config, sft=folders["sft"], out=out, seed=seed)
 
 
 def _mergekit_config(
-    merge_method: str, models: list[tuple[Path, dict[str, Any]]], *, base: Path | None, settings: dict[str, bool]
+    merge_method: str, models: list[tuple[Path, dict[str, Any]]], *, base: Path | None, settings: Mapping[str, bool]
 ) -> MergeConfiguration:
     """The YAML mergekit-yaml would read, as a validated object; paths are absolute so nothing is looked up on a hub."""
     config: dict[str, Any] = {
         "merge_method": merge_method,
         "models": [{"model": str(folder.resolve()), "parameters": parameters} for folder, parameters in models],
-        "parameters": settings,
+        "parameters": dict(settings),
     }
     if base is not None:
         config["base_model"] = str(base.resolve())
@@ -144,11 +131,6 @@ def _forget_mergekit_loaders() -> None:
     LoaderCache.loaders.clear()
 
 
-def _check_method(method: str) -> None:
-    if method not in _MERGEKIT_METHODS:
-        raise ValueError(f"method must be one of {sorted(_MERGEKIT_METHODS)}, got {method!r}")
-
-
 def _check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
     """`value` in [0, 1] (or (0, 1] when zero is not allowed); NaN fails both comparisons and is rejected too."""
     low_ok = value >= 0.0 if allow_zero else value > 0.0
@@ -157,13 +139,13 @@ def _check_fraction(name: str, value: float, *, allow_zero: bool) -> None:
         raise ValueError(f"{name} must lie in {interval}, got {value}")
 
 
-def _check_density(method: str, density: float | None) -> None:
-    if method == "linear":
+def _check_density(merge: merges.OfflineMerge, density: float | None) -> None:
+    if not merge.over_base:
         if density is not None:
-            raise ValueError(f"linear merging takes no density (it averages whole models), got density={density}")
+            raise ValueError(f"{merge.name} merging takes no density (it averages whole models), got density={density}")
         return
     if density is None:
-        raise ValueError(f"{method} merging needs a density in (0, 1], got None")
+        raise ValueError(f"{merge.name} merging needs a density in (0, 1], got None")
     _check_fraction("density", density, allow_zero=False)
 
 
