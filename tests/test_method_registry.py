@@ -37,8 +37,10 @@ def sgd_optimizer(inputs) -> torch.optim.Optimizer:
 
 
 @pytest.fixture
-def sgd():
-    """Plain SGD registered as a regularization method of Table 1 for one test, and removed after it."""
+def sgd(monkeypatch):
+    """Plain SGD registered as a regularization method of Table 1 for one test (in a copy of the registry, which
+    the test's end puts back)."""
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
     method = methods.register(
         methods.Method(
             "sgd",
@@ -50,8 +52,7 @@ def sgd():
         )
     )
     built.clear()
-    yield method
-    methods.unregister("sgd")
+    return method
 
 
 def smoke_with(tmp_path, rows: dict, study_methods: list[str]) -> dict:
@@ -175,26 +176,22 @@ def test_a_registered_method_takes_its_row_in_table1(sgd, tmp_path):
     assert frame.loc["ema", "status"] == NOT_RUN
 
 
-def test_a_registered_online_method_is_drawn_on_the_interpolation_plane_in_its_style(tmp_path):
+def test_a_registered_online_method_is_drawn_on_the_interpolation_plane_in_its_style(monkeypatch):
     toy = copy.deepcopy(load_preset("toy"))
     ondare = methods.get("ondare")
+    monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))  # put back at the end
     methods.register(
         dataclasses.replace(ondare, name="ondare2", label="OnDARE 2", style=methods.Style("tab:cyan", "X", 9.0))
     )
-    try:
-        toy["methods"]["ondare2"] = dict(toy["methods"]["ondare"], method="ondare2")
-        [cell] = grid.method_cells(toy, "ondare2", "qwen-s", "dpo", 0)
-        values = {"mt_bench": 5.5, "benchmark_avg": 40.0}
-        results = Results(
-            pd.DataFrame(
-                {"path": cell.path, "metric": list(values), "value": list(values.values()), "stderr": [0.1, 0.2]}
-            )
-        )
-        groups = [group for group in figures.plane(results, toy, "qwen-s") if group.marks]
-        assert [(group.style, group.label) for group in groups] == [("ondare2", "OnDARE 2 (online, default settings)")]
-        axes = Figure().subplots()
-        figures._draw_plane_axes(axes, groups)
-        point = axes.lines[0]
-        assert (point.get_marker(), point.get_markersize(), point.get_color()) == ("X", 9.0, "tab:cyan")
-    finally:
-        methods.unregister("ondare2")
+    toy["methods"]["ondare2"] = dict(toy["methods"]["ondare"], method="ondare2")
+    [cell] = grid.method_cells(toy, "ondare2", "qwen-s", "dpo", 0)
+    values = {"mt_bench": 5.5, "benchmark_avg": 40.0}
+    results = Results(
+        pd.DataFrame({"path": cell.path, "metric": list(values), "value": list(values.values()), "stderr": [0.1, 0.2]})
+    )
+    groups = [group for group in figures.plane(results, toy, "qwen-s") if group.marks]
+    assert [(group.style, group.label) for group in groups] == [("ondare2", "OnDARE 2 (online, default settings)")]
+    axes = Figure().subplots()
+    figures._draw_plane_axes(axes, groups)
+    point = axes.lines[0]
+    assert (point.get_marker(), point.get_markersize(), point.get_color()) == ("X", 9.0, "tab:cyan")

@@ -106,11 +106,6 @@ def register(method: Method) -> Method:
     return method
 
 
-def unregister(name: str) -> None:
-    """Remove a registered method (a test removes the throwaway one it registered)."""
-    del _REGISTRY[name]
-
-
 def get(name: str) -> Method:
     """The method `name`; ValueError naming the known ones if there is none."""
     try:
