@@ -46,19 +46,8 @@ MERGES = tuple(merges.MERGES)
 ROLES = ("base", "sft")
 
 MERGE_PARAMS: dict[str, tuple[str, ...]] = {merge.name: merge.params for merge in merges.MERGES.values()}
-PATH_KEYS = {
-    "beta": "beta",
-    "learning_rate": "lr",
-    "reserve_p": "p",
-    "alpha": "alpha",
-    "merge_every": "k",
-    "ema_decay": "decay",
-    "lora_rank": "r",
-    "density": "density",
-    "weight": "weight",
-}
+PATH_KEYS = hyperparameters.PATH_KEYS
 _PARAM_OF_KEY = {key: param for param, key in PATH_KEYS.items()}
-INTEGER_PARAMS = frozenset({"merge_every", "lora_rank"})
 # Trainer settings that size a training job (its devices, time and memory): one value per preset, not per regime.
 PER_PRESET_RESOURCES = frozenset({"gpus", "runtime_minutes", "mem_mb"})
 
@@ -147,7 +136,7 @@ def path_value(name: str, text: str, where: str) -> float | int:
     try:
         value = _typed(name, text)
     except ValueError:
-        kind = "an integer" if name in INTEGER_PARAMS else "a number"
+        kind = "an integer" if name in hyperparameters.INTEGER_PARAMS else "a number"
         raise ValueError(f"{where}: {key}~{text} is not {kind}") from None
     if not math.isfinite(value):
         raise ValueError(f"{where}: {key}~{text} is not a finite number")
@@ -418,7 +407,7 @@ def _interpolations(cell: TrainCell, weights) -> Iterator[MergeCell]:
 
 
 def _typed(param: str, value: float | int | str) -> float | int:
-    return int(value) if param in INTEGER_PARAMS else float(value)
+    return int(value) if param in hyperparameters.INTEGER_PARAMS else float(value)
 
 
 def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, dict[str, Any]]:

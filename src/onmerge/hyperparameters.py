@@ -1,4 +1,4 @@
-"""The values each hyper-parameter may take, defined once.
+"""Each hyper-parameter a cell path spells, defined once: its key in the path and the values it may take.
 
 The optimizers refuse a value outside its range when they are built, which is after a training job has loaded its
 models. The preset check (`onmerge.grid.check_preset`) and the parsing of hand-written cell paths (`onmerge.grid.parse`)
@@ -42,17 +42,28 @@ class Bounds:
         return f"lie in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
 
 
-BOUNDS: dict[str, Bounds] = {
-    "beta": Bounds(0.0, low_open=True),  # DPO's KL coefficient
-    "learning_rate": Bounds(0.0, 1.0, low_open=True),
-    "reserve_p": Bounds(0.0, 1.0, low_open=True),  # OnDARE, OnTIES, ChildTuning: the fraction kept
-    "alpha": Bounds(0.0, 1.0, high_open=True),  # online merging weight: 1 would discard every gradient update
-    "merge_every": Bounds(1, integer=True),  # step-K gap
-    "ema_decay": Bounds(0.0, 1.0, low_open=True),
-    "lora_rank": Bounds(1, integer=True),
-    "density": Bounds(0.0, 1.0, low_open=True),  # offline DARE and TIES
-    "weight": Bounds(0.0, 1.0),  # offline merges and the interpolation curve: the RLHF model's share
+@dataclass(frozen=True)
+class Hyperparameter:
+    """A hyper-parameter that a cell path spells (`p~0.01`): its key there, and the values it may take."""
+
+    path_key: str
+    bounds: Bounds
+
+
+HYPERPARAMETERS: dict[str, Hyperparameter] = {
+    "beta": Hyperparameter("beta", Bounds(0.0, low_open=True)),  # DPO's KL coefficient
+    "learning_rate": Hyperparameter("lr", Bounds(0.0, 1.0, low_open=True)),
+    "reserve_p": Hyperparameter("p", Bounds(0.0, 1.0, low_open=True)),  # OnDARE, OnTIES, ChildTuning: the share kept
+    "alpha": Hyperparameter("alpha", Bounds(0.0, 1.0, high_open=True)),  # merging weight: 1 would discard every update
+    "merge_every": Hyperparameter("k", Bounds(1, integer=True)),  # step-K gap
+    "ema_decay": Hyperparameter("decay", Bounds(0.0, 1.0, low_open=True)),
+    "lora_rank": Hyperparameter("r", Bounds(1, integer=True)),
+    "density": Hyperparameter("density", Bounds(0.0, 1.0, low_open=True)),  # offline DARE and TIES
+    "weight": Hyperparameter("weight", Bounds(0.0, 1.0)),  # offline merges, interpolation: the RLHF model's share
 }
+BOUNDS: dict[str, Bounds] = {name: entry.bounds for name, entry in HYPERPARAMETERS.items()}
+PATH_KEYS: dict[str, str] = {name: entry.path_key for name, entry in HYPERPARAMETERS.items()}
+INTEGER_PARAMS = frozenset(name for name, entry in HYPERPARAMETERS.items() if entry.bounds.integer)
 
 
 def check(name: str, value: object) -> None:
