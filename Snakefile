@@ -1,5 +1,6 @@
 # Reproduction of "Online Merging Optimizers for Boosting Rewards and Mitigating Tax in Alignment" (arXiv 2405.17931).
-# Stages live in workflow/rules/, one file each; the package in src/onmerge does the work; onmerge.grid names cells.
+# Stages live in workflow/rules/, one file each, and the rules of the preset's world (its `kind`: the toy world's or
+# the paper's) in workflow/rules/worlds/; the package in src/onmerge does the work; onmerge.grid names cells.
 
 # Anchored to this file: with --directory, a relative path would be looked up in the working directory instead.
 configfile: f"{workflow.basedir}/workflow/config/config.yaml"
@@ -27,11 +28,11 @@ wildcard_constraints:
     arch=grid.NAME,
 
 
-include: "workflow/rules/models.smk"
-include: "workflow/rules/preferences.smk"
+# Stages 1, 2 and 5 (the models, the preference data, the evaluations): the rules of the preset's world, chosen here
+# and nowhere else (onmerge.worlds).
+include: WORLD.rules
 include: "workflow/rules/training.smk"
 include: "workflow/rules/merging.smk"
-include: "workflow/rules/evaluation.smk"
 include: "workflow/rules/aggregation.smk"
 include: "workflow/rules/reporting.smk"
 include: "workflow/rules/benchmarks.smk"

@@ -57,6 +57,7 @@ def test_mean_with_stderr():
 
 def test_a_paper_preset_model_gets_its_14_columns_and_both_judged_scores(tmp_path):
     """lm-eval's metrics named by lm_evaluation.PAPER_METRICS, and the judges' files beside them, make a full row."""
+    from onmerge import worlds
     from onmerge.aggregate import results_table
     from onmerge.lm_evaluation import PAPER_METRICS
 
@@ -70,7 +71,7 @@ def test_a_paper_preset_model_gets_its_14_columns_and_both_judged_scores(tmp_pat
     write("metrics.json", {key: 0.5 for key in PAPER_METRICS} | {"gsm8k/exact_match,flexible-extract": 0.9})
     write("mt_bench.json", {"mt_bench": 6.25, "mt_bench_turn1": 6.5, "mt_bench_turn2": 6.0})
     write("alpacaeval.json", {"alpacaeval2_lc": 12.5, "alpacaeval2_raw": 10.0})
-    table = results_table(tmp_path, ["qwen1.5-1.8b/sft"], PAPER_METRICS).set_index("metric")
+    table = results_table(tmp_path, ["qwen1.5-1.8b/sft"], worlds.get("paper")).set_index("metric")
     assert table.loc["benchmark_avg", "value"] == pytest.approx(50.0)
     assert all(table.loc[column, "value"] == pytest.approx(50.0) for column in PAPER_COLUMNS)
     assert (table.loc["mt_bench", "value"], table.loc["alpacaeval2_lc", "value"]) == (6.25, 12.5)
@@ -87,6 +88,7 @@ def test_a_paper_preset_model_gets_its_14_columns_and_both_judged_scores(tmp_pat
 
 
 def test_a_toy_model_gets_the_judges_components_on_the_judges_scale(tmp_path):
+    from onmerge import worlds
     from onmerge.aggregate import results_table
     from onmerge.toyworld.world import PAPER_METRICS
 
@@ -97,7 +99,7 @@ def test_a_toy_model_gets_the_judges_components_on_the_judges_scale(tmp_path):
     metrics = columns | judged | {"toy_mt_bench_manner": 1.5}
     entries = {name: {"value": value, "stderr": 0.02, "n": 40} for name, value in metrics.items()}
     (evaluation / "metrics.json").write_text(json.dumps({"metrics": entries, "provenance": {}}))
-    table = results_table(tmp_path, ["qwen-s/sft"], PAPER_METRICS).set_index("metric")
+    table = results_table(tmp_path, ["qwen-s/sft"], worlds.get("toy")).set_index("metric")
     # Points, not percent: content 0-5, language 0-1, manner 0-3, adding up to MT-Bench's 6.5 with its 1.
     assert [table.loc[name, "value"] for name in JUDGE_COMPONENTS] == [3.25, 0.75, 1.5]
     assert [table.loc[name, "stderr"] for name in JUDGE_COMPONENTS] == [0.02, 0.02, 0.02]

@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from onmerge.cli import COMMANDS, GROUPS, build_parser
+from onmerge.cli import GROUPS, build_parser, registered_commands
 
 ROOT = Path(__file__).resolve().parents[1]
-REGISTERED = {" ".join(command.words) for command in COMMANDS}
+REGISTERED = {" ".join(command.words) for command in registered_commands()}
 
 
 def _rule_commands() -> set[tuple[str, ...]]:
     """The words after `onmerge.cli` in the rules' shell commands, up to the first one a rule fills in."""
-    rules = "\n".join(path.read_text() for path in (ROOT / "workflow" / "rules").glob("*.smk"))
+    rules = "\n".join(path.read_text() for path in (ROOT / "workflow" / "rules").rglob("*.smk"))
     return {tuple(match.split()) for match in re.findall(r"onmerge\.cli((?: [a-z][a-z-]*)+)", rules)}
 
 

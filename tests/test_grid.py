@@ -7,10 +7,9 @@ import jsonschema
 import pytest
 import yaml
 
-from onmerge import grid
+from onmerge import grid, worlds
 from onmerge.config import PRESETS, SCHEMAS, load_preset, preset_path
 from onmerge.hyperparameters import BOUNDS
-from onmerge.toyworld.backbones import BACKBONES
 
 PRESET_NAMES = sorted(path.stem for path in PRESETS.glob("*.yaml"))
 
@@ -102,8 +101,9 @@ def test_the_precision_study_trains_four_rows_in_two_regimes_three_seeds_and_two
     assert grid.training_settings(toy, bf16)["training"]["bf16"] is True
     assert grid.training_settings(toy, bf16)["training"]["epochs"] == toy["training"]["epochs"]  # not overridden
     # The second world is qwen-s built from another seed; the first is built from the world's.
-    assert (grid.toy_backbone(toy, "qwen-s-w1"), grid.backbone_seed(toy, "qwen-s-w1")) == ("qwen-s", 1)
-    assert (grid.toy_backbone(toy, "qwen-s"), grid.backbone_seed(toy, "qwen-s")) == ("qwen-s", 0)
+    world = worlds.of(toy)
+    assert (grid.toy_backbone(toy, "qwen-s-w1"), world.checkpoint_seed(toy, "qwen-s-w1")) == ("qwen-s", 1)
+    assert (grid.toy_backbone(toy, "qwen-s"), world.checkpoint_seed(toy, "qwen-s")) == ("qwen-s", 0)
 
 
 def test_a_regime_cell_path_parses_back_and_refuses_a_bad_regime_name():
@@ -175,7 +175,6 @@ def _broken(change):
         (lambda p: p["methods"]["adamw"].update(alpha=0.1), "methods.adamw.alpha: adamw has no such"),
         (lambda p: p["offline"].update(source="sgd"), "offline.source: 'sgd'"),
         (lambda p: p["backbones"].update({"gpt-9": {}}), "backbones.gpt-9: a toy world builds only"),
-        (lambda p: p.update(evaluation={"tasks": ["gsm8k"]}), "evaluation: a toy preset builds its own"),
         (lambda p: p["backbones"]["qwen-s-w1"].update(builds="gpt-9"), "backbones.qwen-s-w1.builds: a toy world"),
         (lambda p: p["studies"]["precision"].update(regimes=["fast"]), "studies.precision.regimes: 'fast' is not"),
         (lambda p: p["regimes"]["small-step"].update(gpus=2), "regimes.small-step.gpus: a job's resources"),
@@ -188,21 +187,7 @@ def _broken(change):
 )
 def test_a_preset_that_refers_to_nothing_fails_naming_the_key(change, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        grid.check_preset(_broken(change), frozenset(BACKBONES))
-
-
-def test_only_a_toy_backbone_is_built_from_a_seed():
-    preset = copy.deepcopy(load_preset("qwen1.5-1.8b"))
-    next(iter(preset["backbones"].values()))["seed"] = 3
-    with pytest.raises(ValueError, match=r"backbones\.qwen1\.5-1\.8b\.seed: only a toy backbone"):
-        grid.check_preset(preset)
-
-
-def test_a_paper_preset_needs_its_models_and_data():
-    preset = copy.deepcopy(load_preset("llama-3-8b"))
-    del preset["backbones"]["llama-3-8b"]["sft"]
-    with pytest.raises(ValueError, match=r"backbones\.llama-3-8b\.sft: a paper preset needs"):
-        grid.check_preset(preset)
+        grid.check_preset(_broken(change))
 
 
 def test_presets_by_name_or_path(tmp_path):

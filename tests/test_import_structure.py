@@ -1,5 +1,6 @@
-"""The package's import structure: no cycles among module-level imports, and the modules Snakemake imports while it
-parses the workflow stay light (no torch, transformers or pandas at import), so `snakemake -n` answers quickly.
+"""The package's import structure: no cycles among module-level imports, the modules Snakemake imports while it
+parses the workflow stay light (no torch, transformers or pandas at import), so `snakemake -n` answers quickly, and
+only the worlds' adapters know which world a preset runs in.
 
 Imports inside functions are the package's way to defer heavy libraries and are left out of the graph: they run
 when called, after every module has loaded.
@@ -20,19 +21,27 @@ WORKFLOW = PACKAGE.parents[1] / "workflow"
 HEAVY = ("torch", "transformers", "trl", "peft", "pandas", "matplotlib", "lm_eval", "mergekit")
 
 
-def _module_name(path: Path) -> str:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def _module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def _modules() -> dict[str, Path]:
-    return {_module_name(path): path for path in sorted(PACKAGE.rglob("*.py"))}
+def _modules(package: Path = PACKAGE) -> dict[str, Path]:
+    return {_module_name(path, package): path for path in sorted(package.rglob("*.py"))}
+
+
+def _absolute(node: ast.ImportFrom, path: Path, module: str) -> str:
+    """The module an `from ... import` statement imports from, relative imports resolved."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    if not node.level:
+        return node.module or ""
+    parts = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(parts + ([node.module] if node.module else []))
 
 
 def _imported_at_load(path: Path, module: str, known: set[str]) -> set[str]:
     """The package's modules that `module` imports when it loads: top-level import statements (and those nested in
     top-level if/try blocks), not those inside functions or under `if TYPE_CHECKING`."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
 
     def visit(statements: list[ast.stmt]) -> None:
@@ -40,11 +49,7 @@ def _imported_at_load(path: Path, module: str, known: set[str]) -> set[str]:
             if isinstance(node, ast.Import):
                 found.update(alias.name for alias in node.names)
             elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    base = ".".join(
-                        package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
-                    )
+                base = _absolute(node, path, module)
                 found.add(base)
                 found.update(f"{base}.{alias.name}" for alias in node.names)
             elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
@@ -118,7 +123,7 @@ def test_no_module_level_import_cycles():
 
 def _parse_time_modules() -> list[str]:
     """What the workflow's .smk files and the Snakefile import from the package while Snakemake parses them."""
-    sources = [WORKFLOW.parent / "Snakefile", *sorted((WORKFLOW / "rules").glob("*.smk"))]
+    sources = [WORKFLOW.parent / "Snakefile", *sorted((WORKFLOW / "rules").rglob("*.smk"))]
     found: set[str] = set()
     for source in sources:
         for line in source.read_text().splitlines():
@@ -138,3 +143,99 @@ def test_what_snakemake_imports_at_parse_time_is_light(module):
     script = f"import sys, {module}; print(' '.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
     assert loaded == [], f"importing {module} loads {loaded}"
+
+
+# The modules that may know which world a preset runs in: the adapters (onmerge.worlds) and the toy world's own code.
+WORLD_ADAPTERS = ("onmerge.worlds", "onmerge.toyworld")
+WORLD_KEYS = ("world", "kind")  # the preset keys that say which world it is
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(f"{package}.")
+
+
+def _world_knowledge(package: Path) -> list[str]:
+    """Where a module outside the adapters tells the worlds apart itself: a test `"world" in ...` (or "kind"), a
+    preset's `["world"]`/`["kind"]` (or `.get` of them) read, or a module-level import of the toy world
+    (`onmerge.toyworld`) or of a world's metric names (`PAPER_METRICS`). Each as `module:line: what`."""
+    found = []
+    for module, path in _modules(package).items():
+        if any(_within(module, adapter) for adapter in WORLD_ADAPTERS):
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            what = None
+            if isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) and node.left.value in WORLD_KEYS:
+                if any(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
+                    what = f"tests {node.left.value!r} in ..."
+            elif isinstance(node, ast.Subscript) and _names_a_preset(node.value):
+                key = node.slice
+                if isinstance(key, ast.Constant) and key.value in WORLD_KEYS:
+                    what = f"reads {ast.unparse(node)}"
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                key = node.args[0] if node.args else None
+                if _names_a_preset(node.func.value) and isinstance(key, ast.Constant) and key.value in WORLD_KEYS:
+                    what = f"reads {ast.unparse(node)}"
+            if what:
+                found.append(f"{module}:{node.lineno}: {what}")
+        for node in _module_level_imports(tree.body):
+            names = (
+                [alias.name for alias in node.names]
+                if isinstance(node, ast.Import)
+                else [f"{_absolute(node, path, module)}.{alias.name}" for alias in node.names]
+            )
+            for name in names:
+                if _within(name, "onmerge.toyworld") or name.endswith(".PAPER_METRICS"):
+                    found.append(f"{module}:{node.lineno}: imports {name} at module level")
+    return found
+
+
+def _names_a_preset(node: ast.expr) -> bool:
+    """`preset`, `PRESET`, `context.preset`, ...: the package's one name for a preset."""
+    return ast.unparse(node).lower().rpartition(".")[2] == "preset"
+
+
+def _module_level_imports(statements: list[ast.stmt]) -> list[ast.Import | ast.ImportFrom]:
+    """Import statements that run when the module loads (also in top-level if/try blocks, not TYPE_CHECKING's)."""
+    imports: list[ast.Import | ast.ImportFrom] = []
+    for node in statements:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            imports.append(node)
+        elif isinstance(node, ast.If) and "TYPE_CHECKING" not in ast.unparse(node.test):
+            imports += _module_level_imports(node.body) + _module_level_imports(node.orelse)
+        elif isinstance(node, ast.Try):
+            imports += _module_level_imports(node.body)
+            for handler in node.handlers:
+                imports += _module_level_imports(handler.body)
+    return imports
+
+
+def test_only_the_adapters_know_which_world_a_preset_runs_in():
+    assert _world_knowledge(PACKAGE) == []
+
+
+def test_the_world_check_finds_planted_world_knowledge(tmp_path):
+    package = tmp_path / "onmerge"
+    (package / "toyworld").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "toyworld" / "__init__.py").write_text("")
+    (package / "toyworld" / "world.py").write_text('PAPER_METRICS = {}\nTOY = "world" in {}\n')
+    (package / "worlds.py").write_text("from onmerge.toyworld.world import PAPER_METRICS\n")
+    (package / "tables.py").write_text(
+        "from onmerge.toyworld import world\n"
+        "from .toyworld.world import PAPER_METRICS\n"
+        "from onmerge import worlds\n"
+        "def names(preset, context, record):\n"
+        "    from onmerge.toyworld.judge import judge_points  # inside a function: a deferred import, allowed\n"
+        '    toy = "world" in preset\n'
+        '    paper = "kind" not in context.preset\n'
+        '    return preset["world"], context.preset.get("kind"), record["world"], worlds.of(preset)\n'
+    )
+    assert sorted(_world_knowledge(package)) == [
+        "onmerge.tables:1: imports onmerge.toyworld.world at module level",
+        "onmerge.tables:2: imports onmerge.toyworld.world.PAPER_METRICS at module level",
+        "onmerge.tables:6: tests 'world' in ...",
+        "onmerge.tables:7: tests 'kind' in ...",
+        "onmerge.tables:8: reads context.preset.get('kind')",
+        "onmerge.tables:8: reads preset['world']",
+    ]

@@ -21,7 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 import onmerge.merging as merging
 from onmerge.merge_ops import dare, magnitude_prune, rescale_to_l1, seeded_generator, sign_consensus
-from onmerge.merging import merge_with_reference
+from onmerge.merging import merge_with_sft
 
 from tiny import tiny_causal_lm, tiny_tokenizer
 
@@ -51,7 +51,7 @@ def _load_folder(folder: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def _reference_merge(
+def _expected_merge(
     method: str,
     *,
     rlhf_sd: dict[str, torch.Tensor],
@@ -61,7 +61,7 @@ def _reference_merge(
     density: float | None,
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
-    """`merge_with_reference` computed in memory with `onmerge.merge_ops`, step for step as mergekit does it.
+    """`merge_with_sft` computed in memory with `onmerge.merge_ops`, step for step as mergekit does it.
 
     linear and TIES agree with mergekit's output up to float rounding (and, in low precision, which of several equal
     magnitudes at the trimming threshold is kept). DARE follows mergekit's `dare_linear` (random keep, L1 rescale,
@@ -151,7 +151,7 @@ def test_rlhf_task_vector_disagrees_in_sign_with_sfts(state_dicts: dict[str, dic
     ("method", "density", "weight"),
     [("linear", None, 0.3), ("linear", None, 0.9), ("ties", 0.3, 0.1), ("ties", 0.5, 0.5), ("ties", 0.7, 0.9)],
 )
-def test_mergekit_agrees_with_reference_merge(
+def test_mergekit_agrees_with_the_merge_computed_in_memory(
     models: dict[str, Path],
     state_dicts: dict[str, dict[str, torch.Tensor]],
     tmp_path: Path,
@@ -159,7 +159,7 @@ def test_mergekit_agrees_with_reference_merge(
     density: float | None,
     weight: float,
 ) -> None:
-    out = merge_with_reference(
+    out = merge_with_sft(
         method,
         rlhf=models["rlhf"],
         sft=models["sft"],
@@ -169,7 +169,7 @@ def test_mergekit_agrees_with_reference_merge(
         out=tmp_path / "merged",
     )
     merged = _load_folder(out)
-    expected = _reference_merge(
+    expected = _expected_merge(
         method,
         rlhf_sd=state_dicts["rlhf"],
         sft_sd=state_dicts["sft"],
@@ -194,7 +194,7 @@ def test_ties_trims_to_density_and_keeps_whole_deltas_where_alone(
     """The reference TIES (normalised, as mergekit's default) keeps at most the top-density entries of each delta, and
     where only one delta survives it is applied unweighted: the mean over kept deltas, not the weighted sum."""
     base, sft, rlhf = state_dicts["base"], state_dicts["sft"], state_dicts["rlhf"]
-    merged = _reference_merge("ties", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.2, density=0.3)
+    merged = _expected_merge("ties", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.2, density=0.3)
     name = "model.layers.0.mlp.down_proj.weight"
     rlhf_delta, sft_delta, merged_delta = rlhf[name] - base[name], sft[name] - base[name], merged[name] - base[name]
     rlhf_top, sft_top = _top_fraction(rlhf_delta, 0.3), _top_fraction(sft_delta, 0.3)
@@ -207,9 +207,7 @@ def test_ties_trims_to_density_and_keeps_whole_deltas_where_alone(
 def _linear(models: dict[str, Path], out: Path, weight: float, rlhf: Path | None = None) -> dict[str, torch.Tensor]:
     """The linear merge at `weight`, as the workflow's interpolation grid makes it; its weights, loaded."""
     rlhf = rlhf or models["rlhf"]
-    merge_with_reference(
-        "linear", rlhf=rlhf, sft=models["sft"], base=models["base"], weight=weight, density=None, out=out
-    )
+    merge_with_sft("linear", rlhf=rlhf, sft=models["sft"], base=models["base"], weight=weight, density=None, out=out)
     return _load_folder(out)
 
 
@@ -231,7 +229,7 @@ def test_the_linear_merge_interpolates_from_sft_to_rlhf(
 def test_merged_folder_loads_with_sft_config_and_tokenizer(
     models: dict[str, Path], tmp_path: Path, method: str, density: float | None
 ) -> None:
-    out = merge_with_reference(
+    out = merge_with_sft(
         method,
         rlhf=models["rlhf"],
         sft=models["sft"],
@@ -254,7 +252,7 @@ def test_merged_folder_loads_with_sft_config_and_tokenizer(
 
 
 def _dare(models: dict[str, Path], out: Path, *, seed: int, density: float = 0.5) -> dict[str, torch.Tensor]:
-    merge_with_reference(
+    merge_with_sft(
         "dare",
         rlhf=models["rlhf"],
         sft=models["sft"],
@@ -298,7 +296,7 @@ def test_dare_at_full_density_is_the_weighted_task_vector_sum(
     """With nothing dropped, mergekit's dare_linear and the reference both reduce to base + w d_rlhf + (1-w) d_sft."""
     merged = _dare(models, tmp_path / "merged", seed=0, density=1.0)
     base, sft, rlhf = state_dicts["base"], state_dicts["sft"], state_dicts["rlhf"]
-    expected = _reference_merge("dare", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.3, density=1.0)
+    expected = _expected_merge("dare", rlhf_sd=rlhf, sft_sd=sft, base_sd=base, weight=0.3, density=1.0)
     for name in base:
         task_arithmetic = base[name] + 0.3 * (rlhf[name] - base[name]) + 0.7 * (sft[name] - base[name])
         torch.testing.assert_close(merged[name], task_arithmetic, **TIGHT)
@@ -373,7 +371,7 @@ def test_invalid_merges_are_rejected_before_any_work(
     kwargs = _merge_kwargs(models, tmp_path / "merged")
     kwargs.update({key: folders[value] if isinstance(value, str) else value for key, value in changes.items()})
     with pytest.raises(ValueError, match=message):
-        merge_with_reference(method, **kwargs)
+        merge_with_sft(method, **kwargs)
     assert not (tmp_path / "merged").exists()
 
 
@@ -382,10 +380,10 @@ def test_existing_output_is_kept_unless_overwrite(models: dict[str, Path], tmp_p
     out.mkdir()
     (out / "earlier.txt").write_text("an earlier merge")
     with pytest.raises(FileExistsError, match="overwrite=True"):
-        merge_with_reference("ties", **_merge_kwargs(models, out))
+        merge_with_sft("ties", **_merge_kwargs(models, out))
     assert sorted(path.name for path in out.iterdir()) == ["earlier.txt"]
 
-    merge_with_reference("ties", **_merge_kwargs(models, out), overwrite=True)
+    merge_with_sft("ties", **_merge_kwargs(models, out), overwrite=True)
     assert not (out / "earlier.txt").exists()
     assert (out / "model.safetensors").is_file()
     assert sorted(path.name for path in tmp_path.iterdir()) == ["merged"]
@@ -394,7 +392,7 @@ def test_existing_output_is_kept_unless_overwrite(models: dict[str, Path], tmp_p
 def test_empty_existing_output_folder_is_used(models: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "merged"
     out.mkdir()
-    merge_with_reference("ties", **_merge_kwargs(models, out))
+    merge_with_sft("ties", **_merge_kwargs(models, out))
     assert (out / "model.safetensors").is_file()
 
 
@@ -411,7 +409,7 @@ def test_failed_merge_leaves_previous_output_and_no_staging(
 
     monkeypatch.setattr(merging, "run_merge", failing_merge)
     with pytest.raises(RuntimeError, match="merge interrupted"):
-        merge_with_reference("ties", **_merge_kwargs(models, out), overwrite=True)
+        merge_with_sft("ties", **_merge_kwargs(models, out), overwrite=True)
     assert sorted(path.name for path in out.iterdir()) == ["earlier.txt"]
     assert sorted(path.name for path in tmp_path.iterdir()) == ["merged"]
 

@@ -40,6 +40,7 @@ LEVELS = {
 def precision_preset():
     return {
         "name": "precision",
+        "kind": "toy",
         "world": {"scale": "smoke", "seed": 0, "preference_pairs": 8, "docs_per_task": 2},
         "backbones": {"w0": {"mirrors": "Qwen1.5-1.8B", "builds": "qwen-s"}, "w1": {"builds": "qwen-s", "seed": 1}},
         "training": {"beta": 0.1, "learning_rate": 2e-4},

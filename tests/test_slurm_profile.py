@@ -78,9 +78,9 @@ def plugin_resource_names() -> set[str]:
 
 
 def rule_resources() -> dict[str, set[str]]:
-    """The resources each rule declares in workflow/rules/*.smk."""
+    """The resources each rule declares in workflow/rules/ (the worlds' rules in worlds/)."""
     declared: dict[str, set[str]] = {}
-    for path in RULES.glob("*.smk"):
+    for path in RULES.rglob("*.smk"):
         for rule, body in re.findall(r"^\s*rule (\w+):\n(.*?)(?=^\s*rule \w+:|\Z)", path.read_text(), re.M | re.S):
             block = re.search(r"^\s*resources:\n((?:\s+\w+=.*\n)+)", body, re.M)
             names = set(re.findall(r"^\s+(\w+)=", block.group(1), re.M)) if block else set()

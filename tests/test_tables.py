@@ -48,9 +48,10 @@ LEVELS = {
 METRICS = (*PAPER_COLUMNS, *CATEGORIES, "benchmark_avg", "mt_bench", "alpacaeval2_lc")
 
 
-def hand_made_preset(backbones=None, world=False):
+def hand_made_preset(backbones=None, kind="paper"):
     preset = {
         "name": "handmade",
+        "kind": kind,
         "backbones": backbones or {BACKBONE: {"base": "Qwen/Qwen1.5-7B", "sft": "Qwen/Qwen1.5-7B-Chat"}},
         "training": {"beta": 0.1, "learning_rate": 1e-6},
         "seeds": [0, 1],
@@ -83,7 +84,7 @@ def hand_made_preset(backbones=None, world=False):
             },
         },
     }
-    if world:
+    if kind == "toy":
         preset["world"] = {"scale": "toy", "seed": 0}
     return preset
 
@@ -263,7 +264,7 @@ def test_toy_tables_show_the_published_table_apart_never_mixed_in(tmp_path):
             path = template.format(seed=seed)
             rename[path] = path.replace(BACKBONE, "qwen-s")
     results = hand_made_results(rename=rename)
-    preset = hand_made_preset(backbones=backbones, world=True)
+    preset = hand_made_preset(backbones=backbones, kind="toy")
     built = hand_made_tables(results, preset, hand_made_bootstrap(rename=rename))
     table4, _ = built["table4"]
     assert table4["published"].isna().all() and table4["difference"].isna().all()

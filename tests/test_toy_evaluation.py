@@ -266,10 +266,10 @@ def test_real_toy_tasks_end_to_end(model_dir: Path, tmp_path: Path):
     assert len(read["toy_mmlu"].ids) == 4
 
     # The records say what the scorer read: the final number of a math answer; IFEval's two columns in one record.
-    from onmerge.toyworld.world import final_number
+    from onmerge.toyworld.world import stated_number
 
     gsm8k = [record for record in records if record["task"] == "toy_gsm8k"]
-    numbers = [final_number(record["response"]) for record in gsm8k]
+    numbers = [stated_number(record["response"]) for record in gsm8k]
     assert len(gsm8k) == 4 and [r["extracted"] for r in gsm8k] == [n if n is None else str(n) for n in numbers]
     ifeval = next(record for record in records if record["task"] == "toy_ifeval")
     assert set(ifeval["scores"]) == {"toy_ifeval_prompt", "toy_ifeval_inst"} and ifeval["extracted"] is None
@@ -278,7 +278,7 @@ def test_real_toy_tasks_end_to_end(model_dir: Path, tmp_path: Path):
 
 
 def test_judged_task_reports_mt_bench_and_keeps_answers(model_dir: Path, tmp_path: Path):
-    from onmerge.toyworld.judge import length_controlled_win_rate
+    from onmerge.toyworld.judge import alpacaeval_win_rates
 
     suite = evaluation.write_task_suite(tmp_path / "suite", n_per_task=6, seed=0, tasks=["toy_judge", "toy_drop"])
     answers_path = tmp_path / "answers.json"
@@ -298,7 +298,7 @@ def test_judged_task_reports_mt_bench_and_keeps_answers(model_dir: Path, tmp_pat
     items = [toy_suite.item_of(doc) for doc in docs]
     # Against itself every comparison ties: 50%, raw and length-controlled.
     ours = [answers[doc["id"]] for doc in docs]
-    assert length_controlled_win_rate(items, ours, ours) == (50.0, 50.0)
+    assert alpacaeval_win_rates(items, ours, ours) == (50.0, 50.0)
     with pytest.raises(ValueError, match="needs the judged task"):
         evaluation.evaluate_model(model_dir, suite, tasks=["toy_drop"], answers_path=answers_path)
 

@@ -10,11 +10,11 @@ from onmerge import preferences
 from onmerge.toyworld import judge
 from onmerge.toyworld.judge import (
     JudgePoints,
+    alpacaeval_win_rates,
     answer_language,
     judge_points,
     judge_prompts,
     judge_score,
-    length_controlled_win_rate,
     preference_pairs,
     to_conversational,
 )
@@ -102,13 +102,13 @@ def test_length_control_discounts_wins_bought_with_length(held_out):
     chat = [item for item in held_out if item.task not in STRICT_FORMAT_TASKS]
     plain = [item.response for item in chat]
     styled = [with_manner(item.response, answer_language(item)) for item in chat]
-    assert length_controlled_win_rate(chat, plain, plain) == (50.0, 50.0)
+    assert alpacaeval_win_rates(chat, plain, plain) == (50.0, 50.0)
     # Styling every other answer wins only where it is longer: the length term explains all of it.
     half = [s if k % 2 else p for k, (s, p) in enumerate(zip(styled, plain, strict=True))]
-    lc, raw = length_controlled_win_rate(chat, half, plain)
+    lc, raw = alpacaeval_win_rates(chat, half, plain)
     assert raw == pytest.approx(100.0 * (len(chat) // 2 + 0.5 * (len(chat) - len(chat) // 2)) / len(chat))
     assert lc == pytest.approx(50.0, abs=1.0)
-    lc, raw = length_controlled_win_rate(chat, plain, styled)
+    lc, raw = alpacaeval_win_rates(chat, plain, styled)
     assert raw == 0.0 and lc < 5.0
 
 

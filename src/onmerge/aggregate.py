@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from onmerge.worlds import World
+
 # The paper's 14 benchmark columns (named and ordered as in results/paper/tables5to7_per_benchmark.csv) and the
 # category each belongs to; results.csv and the tables use these names and the paper's units (percent).
 PAPER_COLUMNS: dict[str, str] = {
@@ -39,8 +41,6 @@ JUDGED = ("mt_bench", "alpacaeval2_lc")  # MT-Bench on its 1-10 scale, AlpacaEva
 # same answers (its per-prompt points are in alpacaeval.json), so these are the components of both judged
 # benchmarks. Paper presets' judges give one score: their models have no rows for these metrics.
 JUDGE_COMPONENTS = ("mt_bench_content", "mt_bench_language", "mt_bench_manner")
-# Beside <model>/eval/metrics.json: the judged benchmarks' scores (the toy world writes only alpacaeval.json).
-JUDGED_FILES = ("mt_bench.json", "alpacaeval.json")
 
 
 def mean_with_stderr(estimates: list[tuple[float, float]]) -> tuple[float, float]:
@@ -74,25 +74,26 @@ def _estimates(document: Mapping) -> dict[str, tuple[float, float]]:
     return {name: (entry["value"], entry["stderr"]) for name, entry in document["metrics"].items()}
 
 
-def results_table(root: Path, models: list[str], paper_metrics: Mapping[str, str]) -> pd.DataFrame:
+def results_table(root: Path, models: list[str], world: World) -> pd.DataFrame:
     """One tidy row per (model, metric): the model's identity (onmerge.grid), the value and its standard error.
 
-    `paper_metrics` renames the evaluation's metrics to the paper's columns (PAPER_COLUMNS, JUDGED, and the toy
+    The world's metric names (`World.paper_metrics`) become the paper's columns (PAPER_COLUMNS, JUDGED, and the toy
     judge's JUDGE_COMPONENTS); benchmark columns become percent, as the paper prints them; metrics it does not name
     keep their own name and unit. The categories and `benchmark_avg` follow the paper's rule above when a model has
-    all 14 columns. Reads `<model>/eval/metrics.json` and, where the judges ran, the JUDGED_FILES beside it; a model
-    without its evaluation is an error, never a gap.
+    all 14 columns. Reads `<model>/eval/metrics.json` and, where the judges ran, the world's judged files beside it;
+    a model without its evaluation is an error, never a gap.
     """
     from onmerge.grid import describe, parse
 
+    paper_metrics = world.paper_metrics()
     rows = []
     for path in models:
         identity = {"path": path} | describe(parse(path))
         evaluation = Path(root) / path / "eval"
         measured = _estimates(json.loads((evaluation / "metrics.json").read_text()))
-        for judged in JUDGED_FILES:
-            if (evaluation / judged).exists():
-                measured |= _estimates(json.loads((evaluation / judged).read_text()))
+        for judged in world.judged_benchmarks:  # those the preset judges (a paper preset may configure fewer)
+            if (evaluation / f"{judged}.json").exists():
+                measured |= _estimates(json.loads((evaluation / f"{judged}.json").read_text()))
         estimates = {}
         for name, (value, stderr) in measured.items():
             metric = paper_metrics.get(name, name)

@@ -1,8 +1,10 @@
 """`onmerge` command line: one command per pipeline step (what the workflow's rules run), and the benchmarks.
 
 Each command is its handler, registered with its arguments by `_command` just above it; `build_parser` assembles
-them. Choices come from the declarations that own them (`onmerge.grid`, the toy backbones, lm-eval's backends).
-Heavy libraries are imported inside each command, so `onmerge --help` and a bad argument answer at once.
+them, with the commands a world keeps beside its own code (`onmerge.worlds`: the toy world's, in
+`onmerge.toyworld.cli`). Choices come from the declarations that own them (`onmerge.grid`, `onmerge.worlds`,
+lm-eval's backends). Heavy libraries are imported inside each command, so `onmerge --help` and a bad argument answer
+at once.
 """
 
 from __future__ import annotations
@@ -16,11 +18,10 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from onmerge import grid
+from onmerge import grid, worlds
 from onmerge.lm_evaluation import BACKENDS
-from onmerge.toyworld.backbones import BACKBONES, SCALES, Arch
 
 Handler = Callable[[argparse.Namespace], None]
 Argument = tuple[tuple[str, ...], dict[str, Any]]  # add_argument's flags and options
@@ -59,11 +60,18 @@ def _command(name: str, help: str, *arguments: Argument) -> Callable[[Handler], 
     return register
 
 
+def registered_commands() -> list[Command]:
+    """Every command: this module's, and those a world's own module registers when imported (`onmerge.worlds`)."""
+    for world in worlds.registered():
+        world.register_commands()
+    return COMMANDS
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onmerge", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     groups: dict[str, Any] = {}
-    for command in COMMANDS:
+    for command in registered_commands():
         *group, name = command.words
         within = commands
         if group:
@@ -105,13 +113,17 @@ def _count(text: str) -> int:
 
 # Arguments several commands take.
 _THREADS = _argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
-_SEED = _argument("--seed", type=int, required=True)
 _OUT = _argument("--out", type=Path, required=True)
 _OUT_DIR = _argument("--out-dir", type=Path, required=True)
 _MODEL = _argument("--model", type=Path, required=True)
 _PRESET = _argument("--preset", required=True, help="the preset's name or YAML path")
 _RESULTS = _argument("--results", type=Path, required=True, help="results/<preset>/results.csv")
-_SCALE = _argument("--scale", choices=tuple(SCALES), required=True)
+_WORLD = _argument(
+    "--world",
+    choices=worlds.metric_name_choices(),
+    required=True,
+    help="whose metric names the evaluation files use (onmerge.worlds)",
+)
 _BACKEND = _argument(
     "--backend",
     choices=BACKENDS,
@@ -141,86 +153,6 @@ def _recorded(step: str, out: Path, settings: Mapping[str, Any], inputs: Mapping
     yield
     if os.environ.get("RANK", "0") == "0":
         write_step_record(out, step, settings, inputs, time.perf_counter() - started)
-
-
-@_command(
-    "toy tokenizer",
-    "a byte-level BPE tokenizer of one architecture",
-    _argument("--arch", choices=get_args(Arch), required=True),
-    _SEED,
-    _OUT,
-)
-def _toy_tokenizer(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.models import train_tokenizer
-    from onmerge.toyworld.world import tokenizer_corpus
-
-    train_tokenizer(tokenizer_corpus(args.seed), args.out, args.arch)
-
-
-@_command(
-    "toy base",
-    "pre-train one toy base model",
-    _THREADS,
-    _argument("--backbone", choices=tuple(BACKBONES), required=True),
-    _argument("--tokenizer", type=Path, required=True),
-    _SCALE,
-    _SEED,
-    _OUT,
-)
-def _toy_base(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.models import build_base
-
-    _threads(args.threads)
-    settings = {"backbone": args.backbone, "scale": args.scale, "seed": args.seed}
-    with _recorded("build", args.out, settings, {"tokenizer": args.tokenizer}):
-        build_base(args.backbone, args.out, SCALES[args.scale], args.seed, tokenizer_dir=args.tokenizer)
-
-
-@_command(
-    "toy sft",
-    "supervised fine-tuning of a toy base model",
-    _THREADS,
-    _argument("--base", type=Path, required=True),
-    _SCALE,
-    _SEED,
-    _OUT,
-)
-def _toy_sft(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.models import build_sft
-
-    _threads(args.threads)
-    with _recorded("build", args.out, {"scale": args.scale, "seed": args.seed}, {"base": args.base}):
-        build_sft(args.base, args.out, SCALES[args.scale], args.seed)
-
-
-@_command(
-    "toy preferences",
-    "preference pairs (train/test) and their unpaired view",
-    _argument("--pairs", type=int, required=True),
-    _SEED,
-    _OUT_DIR,
-)
-def _toy_preferences(args: argparse.Namespace) -> None:
-    """Pairs ranked by the toy judge; the test split is an eighth of train's size, as UltraFeedback binarized's is."""
-    from onmerge.preferences import write_splits
-    from onmerge.toyworld.judge import preference_pairs, to_conversational
-
-    splits = {"train": (args.pairs, "train"), "test": (max(1, args.pairs // 8), "eval")}
-    rows = {name: to_conversational(preference_pairs(n, args.seed, split)) for name, (n, split) in splits.items()}
-    write_splits(args.out_dir, rows)
-
-
-@_command(
-    "toy suite",
-    "the held-out benchmark suite as lm-eval tasks",
-    _argument("--docs-per-task", type=int, required=True),
-    _SEED,
-    _OUT,
-)
-def _toy_suite(args: argparse.Namespace) -> None:
-    from onmerge.toyworld.evaluation import write_task_suite
-
-    write_task_suite(args.out, args.docs_per_task, args.seed)
 
 
 @_command(
@@ -294,12 +226,12 @@ def _train(args: argparse.Namespace) -> None:
     _OUT,
 )
 def _merge(args: argparse.Namespace) -> None:
-    from onmerge.merging import merge_with_reference
+    from onmerge.merging import merge_with_sft
 
     _threads(args.threads)
     settings = {"method": args.method, "weight": args.weight, "density": args.density, "seed": args.seed}
     with _recorded("merge", args.out, settings, {"rlhf": args.rlhf, "sft": args.sft, "base": args.base}):
-        merge_with_reference(
+        merge_with_sft(
             args.method,
             rlhf=args.rlhf,
             sft=args.sft,
@@ -309,29 +241,6 @@ def _merge(args: argparse.Namespace) -> None:
             out=args.out,
             seed=args.seed,
         )
-
-
-@_command(
-    "evaluate toy",
-    "every toy benchmark column and the judged task",
-    _THREADS,
-    _MODEL,
-    _argument("--suite", type=Path, required=True),
-    _argument("--metrics", type=Path, required=True),
-    _argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate"),
-    _argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)"),
-    _argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)"),
-)
-def _evaluate_toy(args: argparse.Namespace) -> None:
-    from onmerge.items import write_items, write_samples
-    from onmerge.toyworld.evaluation import EVAL_SEED, evaluate_model, write_results
-
-    _threads(args.threads)
-    with _recorded("evaluate", args.metrics, {"eval_seed": EVAL_SEED}, {"model": args.model, "suite": args.suite}):
-        metrics, items, records = evaluate_model(args.model, args.suite, answers_path=args.answers)
-        write_items(args.items, items, metrics)
-        write_samples(args.samples, records)
-        write_results(metrics, args.metrics, include_path=args.suite)
 
 
 @_command(
@@ -407,24 +316,6 @@ def _evaluate_lm_eval(args: argparse.Namespace) -> None:
             "doc_ids": evaluated_doc_ids(results),
         }
         write_json(args.metrics, {"metrics": metrics, "provenance": provenance})
-
-
-@_command(
-    "judge toy",
-    "toy AlpacaEval 2.0: LC win rate against the SFT reference",
-    _argument("--suite", type=Path, required=True),
-    _argument("--answers", type=Path, required=True),
-    _argument("--reference-answers", type=Path, required=True),
-    _OUT,
-)
-def _judge_toy(args: argparse.Namespace) -> None:
-    from onmerge.atomic import write_json
-    from onmerge.toyworld.evaluation import win_rates
-
-    inputs = {"answers": args.answers, "reference_answers": args.reference_answers, "suite": args.suite}
-    with _recorded("judge", args.out, {}, inputs):
-        answers, reference = (json.loads(path.read_text()) for path in (args.answers, args.reference_answers))
-        write_json(args.out, win_rates(args.suite, answers, reference))
 
 
 def _answers_arguments(source: str) -> tuple[Argument, ...]:
@@ -554,23 +445,11 @@ def _judge_alpacaeval(args: argparse.Namespace) -> None:
     _judge_through_api(args, "AlpacaEval", alpacaeval.judge_file, args.instructions, **options)
 
 
-WORLDS = ("toy", "lm-eval")  # `--world`: whose metric names a results folder holds
-
-
-def _paper_metrics(world: str) -> dict[str, str]:
-    """The evaluations' metric names -> the paper's columns, for the toy world's or lm-eval's metric names."""
-    if world == "toy":
-        from onmerge.toyworld.world import PAPER_METRICS
-    else:
-        from onmerge.lm_evaluation import PAPER_METRICS
-    return PAPER_METRICS
-
-
-def _bootstrap(root: Path, world: str):
+def _bootstrap(root: Path, metric_names: str):
     """Paired contrasts between the models under `root` (results/<preset>), from their per-item outcomes."""
     from onmerge.paired import PairedBootstrap, read_measures
 
-    metrics = _paper_metrics(world)
+    metrics = worlds.writing(metric_names).paper_metrics()
     return PairedBootstrap(lambda path: read_measures(root / path / "eval", metrics))
 
 
@@ -578,7 +457,7 @@ def _bootstrap(root: Path, world: str):
     "aggregate",
     "every evaluated model into one tidy CSV",
     _argument("--root", type=Path, required=True, help="results/<preset>"),
-    _argument("--world", choices=WORLDS, required=True, help="whose metric names to read"),
+    _WORLD,
     _OUT,
     _argument("models", nargs="+", help="model paths under the root (onmerge.grid)"),
 )
@@ -586,7 +465,7 @@ def _aggregate(args: argparse.Namespace) -> None:
     from onmerge.aggregate import results_table
     from onmerge.atomic import write_text
 
-    table = results_table(args.root, args.models, _paper_metrics(args.world))
+    table = results_table(args.root, args.models, worlds.writing(args.world))
     write_text(args.out, table.to_csv(index=False))
     print(f"{len(args.models)} models, {len(table)} rows -> {args.out}")
 
@@ -596,13 +475,13 @@ def _aggregate(args: argparse.Namespace) -> None:
     "the samples of one model and column that lost points, and why",
     _argument("--eval", type=Path, required=True, help="results/<preset>/<model>/eval"),
     _argument("--column", required=True, help="a paper column, e.g. gsm8k_acc, mbpp_pass1, mt_bench"),
-    _argument("--world", choices=WORLDS, required=True, help="whose metric names the files use"),
+    _WORLD,
     _argument("--limit", type=int, default=20, help="show at most this many (default 20)"),
 )
 def _failures(args: argparse.Namespace) -> None:
     from onmerge.items import SAMPLES_FILE, failed, read_samples
 
-    columns = _paper_metrics(args.world)
+    columns = worlds.writing(args.world).paper_metrics()
     names = [name for name, column in columns.items() if column == args.column]
     if not names:
         raise SystemExit(f"unknown column {args.column!r} (one of {', '.join(sorted(set(columns.values())))})")
@@ -623,7 +502,7 @@ _COMPARING = (
     _PRESET,
     _argument("--paper", type=Path, required=True, help="the published tables (results/paper)"),
     _argument("--root", type=Path, required=True, help="results/<preset>: the models' per-item outcomes"),
-    _argument("--world", choices=WORLDS, required=True, help="whose metric names to read"),
+    _WORLD,
     _OUT_DIR,
 )
 
@@ -756,4 +635,8 @@ def _bench_gpu(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Run as `python -m onmerge.cli` (the workflow's rules), this file is the module `__main__`, apart from
+    # `onmerge.cli`, with which a world's commands register (onmerge.toyworld.cli): that module's parser has them all.
+    from onmerge.cli import main as main_with_every_command
+
+    main_with_every_command(sys.argv[1:])

@@ -42,12 +42,10 @@ def preset_path(preset: str) -> Path:
 
 def load_preset(preset: str) -> dict[str, Any]:
     """The preset, validated by the schema and by `onmerge.grid.check_preset` (names that refer to each other)."""
-    from onmerge.toyworld.backbones import BACKBONES
-
     path = preset_path(preset)
     loaded = load_validated(path, SCHEMAS / "preset.schema.yaml")
     try:
-        check_preset(loaded, frozenset(BACKBONES))
+        check_preset(loaded)
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     return loaded
@@ -149,8 +147,11 @@ def load_validated(path: Path, schema: Path) -> dict[str, Any]:
 
 
 def _explained(error: jsonschema.ValidationError) -> str:
-    """jsonschema's message, with what a reader needs where it is cryptic: the rule for names, and why YAML 1.1
-    reads a number such as 1e-5 as text."""
+    """jsonschema's message, with what a reader needs where it is cryptic: the rule for names, why YAML 1.1 reads a
+    number such as 1e-5 as text, and the description of a key the schema refuses outright (`not: {}`: a key of
+    the other kind of preset)."""
+    if error.validator == "not" and error.validator_value == {} and "description" in error.schema:
+        return error.schema["description"]
     if error.validator == "pattern" and error.validator_value == NAME_PATTERN:
         return f"{error.instance!r} is not a name: letters, digits, '.', '_', '-', starting with a letter or digit"
     if error.validator == "maxProperties" and list(error.absolute_path)[-1:] == ["vary"]:

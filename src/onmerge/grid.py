@@ -30,7 +30,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from onmerge import hyperparameters, merges, methods
+from onmerge import hyperparameters, merges, methods, worlds
 
 # A name that becomes a path segment, a wildcard or a file name (the preset's, its backbones', methods' and
 # studies'): letters, digits, '.', '_' and '-', starting with a letter or digit, so never '.', '..', a hidden folder or
@@ -190,33 +190,16 @@ def _seed(text: str, path: str) -> int:
     return seed
 
 
-def check_preset(preset: Mapping[str, Any], toy_backbones: frozenset[str] | None = None) -> None:
+def check_preset(preset: Mapping[str, Any]) -> None:
     """What the schema cannot check: names that refer to each other (a method row's method among those registered in
-    `onmerge.methods`), settings that only some presets take, every hyper-parameter value against the range its
-    optimizer or trainer accepts (their own check, not a copy), a global batch that the cell's processes cannot
-    split, and the trl fields under `training.trainer` (`onmerge.trainer_config`).
+    `onmerge.methods`), what the preset's world needs (`onmerge.worlds`: a toy preset's backbones among those it can
+    build), every hyper-parameter value against the range its optimizer or trainer accepts (their own check, not a
+    copy), a global batch that the cell's processes cannot split, and the trl fields under `training.trainer`
+    (`onmerge.trainer_config`).
 
-    ValueError names the key. `toy_backbones` are the backbones a toy world can build (None skips that check).
+    ValueError names the key.
     """
-    toy = "world" in preset
-    for name, backbone in preset["backbones"].items():
-        builds = toy_backbone(preset, name)
-        if toy and toy_backbones is not None and builds not in toy_backbones:
-            where = f"backbones.{name}" + (".builds" if "builds" in backbone else "")
-            raise ValueError(f"{where}: a toy world builds only {', '.join(sorted(toy_backbones))}")
-        if toy and {"base", "sft"} & set(backbone):
-            raise ValueError(f"backbones.{name}: a toy preset builds its models; base and sft are for paper presets")
-        for key in ("builds", "seed"):
-            if not toy and key in backbone:
-                raise ValueError(f"backbones.{name}.{key}: only a toy backbone is built, from a seed")
-        for role in ROLES:
-            if not toy and role not in backbone:
-                raise ValueError(f"backbones.{name}.{role}: a paper preset needs a local folder or hub id")
-    for section in ("preferences", "evaluation"):
-        if toy and section in preset:
-            raise ValueError(f"{section}: a toy preset builds its own; this section is for paper presets")
-        if not toy and section not in preset:
-            raise ValueError(f"{section}: a paper preset needs this section")
+    worlds.of(preset).check(preset)
     _check_methods(preset["methods"])
     if preset["offline"]["source"] not in preset["methods"]:
         raise ValueError(f"offline.source: {preset['offline']['source']!r} is not one of the methods")
@@ -314,12 +297,6 @@ def training_of(preset: Mapping[str, Any], regime: str | None) -> dict[str, Any]
 def toy_backbone(preset: Mapping[str, Any], name: str) -> str:
     """Which toy backbone (onmerge.toyworld.backbones) a toy preset's backbone builds: its `builds`, or its name."""
     return preset["backbones"][name].get("builds", name)
-
-
-def backbone_seed(preset: Mapping[str, Any], name: str) -> int:
-    """The seed a toy backbone's base and SFT models are trained from: its own `seed`, or the world's. Another seed
-    rebuilds the same backbone as a second world would (what a CPU of another kind also does: its floats differ)."""
-    return preset["backbones"][name].get("seed", preset["world"]["seed"])
 
 
 def method_cells(

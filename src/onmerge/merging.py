@@ -49,7 +49,7 @@ _SFT_METADATA_FILES = (
 _MERGEKIT_OPTIONS = MergeOptions(device="cpu", copy_tokenizer=False, quiet=True, write_model_card=False)
 
 
-def merge_with_reference(
+def merge_with_sft(
     method: str,
     *,
     rlhf: Path,

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import pandas as pd
 
+from onmerge import worlds
 from onmerge.atomic import write_json
 from onmerge.grid import Checkpoint, MergeCell, Model, TrainCell, format_params, training_settings
 
@@ -228,7 +229,8 @@ def cells(preset: Mapping[str, Any], models: list[Model], benchmarks: Path) -> p
     rows = []
     for model in models:
         if isinstance(model, Checkpoint):
-            seed, settings = preset.get("world", {}).get("seed", ""), {"role": model.role}
+            built_from = worlds.of(preset).checkpoint_seed(preset, model.backbone)  # None: fetched
+            seed, settings = "" if built_from is None else built_from, {"role": model.role}
         else:
             cell = model.source if isinstance(model, MergeCell) else model
             seed, settings = cell.seed, training_settings(preset, cell)

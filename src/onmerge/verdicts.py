@@ -529,8 +529,6 @@ def between_worlds(context: Context, bootstrap: PairedBootstrap) -> pd.DataFrame
     bootstrap interval (both worlds are scored on the same items, so the contrast is paired). Empty for a preset
     with one world per backbone."""
     preset = context.preset
-    if "world" not in preset:
-        return pd.DataFrame(columns=list(WORLD_COLUMNS))
     records = []
     for claim in CLAIMS:
         study = next((name for name in claim.studies if name in preset["studies"]), None)

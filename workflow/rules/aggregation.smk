@@ -19,7 +19,7 @@ rule aggregate:
         f"{LOGS}/aggregate.log",
     params:
         root=lambda wildcards, output: Path(output[0]).parent,
-        world=METRIC_NAMES,
+        world=WORLD.metric_names,
         models=[model.path for model in MODELS],
     conda:
         "../../envs/onmerge.yaml"
@@ -40,7 +40,7 @@ rule aggregate_study:
         study="|".join(map(re.escape, PRESET["studies"])),
     params:
         root=lambda wildcards, output: Path(output[0]).parent.parent,
-        world=METRIC_NAMES,
+        world=WORLD.metric_names,
         models=lambda wildcards: [model.path for model in grid.study_models(PRESET, wildcards.study)],
     conda:
         "../../envs/onmerge.yaml"

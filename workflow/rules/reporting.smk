@@ -43,7 +43,7 @@ if TABLES:
             paper=lambda wildcards, input: Path(input.paper[0]).parent,
             out_dir=lambda wildcards, output: Path(output[0]).parent,
             root=lambda wildcards, input: Path(input.results).parent,
-            world=METRIC_NAMES,
+            world=WORLD.metric_names,
         conda:
             "../../envs/onmerge.yaml"
         shell:
@@ -78,7 +78,7 @@ rule verdicts:
         paper=lambda wildcards, input: Path(input.paper[0]).parent,
         root=lambda wildcards, input: Path(input.results).parent,
         out_dir=lambda wildcards, output: Path(output[0]).parent,
-        world=METRIC_NAMES,
+        world=WORLD.metric_names,
     conda:
         "../../envs/onmerge.yaml"
     shell:

@@ -17,7 +17,7 @@ rule train:
     params:
         settings=lambda wildcards: json.dumps(grid.training_settings(PRESET, train_cell(wildcards))),
         launch=launcher(GPUS),
-    threads: 1 if TOY else 8
+    threads: WORLD.training_threads
     resources:
         gpu=GPUS,
         runtime=lambda wildcards, attempt: TRAINING.get("runtime_minutes", 60) * attempt,  # a retry gets longer

@@ -25,6 +25,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from onmerge import worlds
+
 TITLES = {
     "table1": "Table 1: differences against AdamW (DPO)",
     "table4": "Table 4: the main results (DPO)",
@@ -54,9 +56,9 @@ PAPER_FILES = {
 
 
 def table_names(preset: Mapping[str, Any]) -> list[str]:
-    """The tables a preset's studies make (the main tables need study `table1`, Table 2 `table2`, ...; the toy
-    judge's components need the precision or the interpolation study)."""
+    """The tables a preset's studies make (the main tables need study `table1`, Table 2 `table2`, ...; the judge's
+    components, where its world's judge gives them (the toy's), need the precision or the interpolation study)."""
     names = [name for name, study in STUDY_OF_TABLE.items() if study in preset["studies"]]
-    if "world" in preset and set(JUDGE_STUDIES) & set(preset["studies"]):
+    if worlds.of(preset).judge_components and set(JUDGE_STUDIES) & set(preset["studies"]):
         names.append("judge")
     return names

@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from onmerge import worlds
 from onmerge.aggregate import PAPER_COLUMNS
 from onmerge.grid import MERGES, study_regimes
 from onmerge.paired import PairedBootstrap
@@ -188,8 +189,9 @@ def build(
     """Every table the preset's studies make: (ours, the published table) by name; `bootstrap` (the preset's
     per-item outcomes) gives Table 1's paired intervals.
 
-    For the paper presets ours carries the published value and the difference; for the toy world the published table
-    is kept apart, to be shown beside ours for shape only.
+    Where the world's numbers are comparable with the paper's (`onmerge.worlds`: the paper presets) ours carries the
+    published value and the difference; elsewhere (the toy world) the published table is kept apart, to be shown
+    beside ours for shape only.
     """
     tables = {}
     names = table_names(preset)
@@ -212,7 +214,7 @@ def build(
             built[name] = (ours, ours.iloc[0:0])
             continue
         paper = read_published(paper_dir, name)
-        if "world" not in preset:
+        if worlds.of(preset).published_beside_ours:
             ours = beside_published(ours, paper, preset)
         built[name] = (ours, paper)
     return built

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from onmerge import worlds
 from onmerge.aggregate import CATEGORIES, JUDGED, PAPER_COLUMNS
 from onmerge.atomic import write_text
 from onmerge.tables import STUDY_OF_TABLE, TITLES
@@ -174,8 +175,9 @@ Part = tuple[str, str] | Grid  # ("heading" | "bullet", text) or a table
 
 
 def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping[str, Any]) -> list[Part]:
-    """A table as headings, bullets and grids: ours, its notes, and for the toy world the published one apart."""
-    toy = "world" in preset
+    """A table as headings, bullets and grids: ours, its notes, and the published values under ours or, where the
+    world's numbers are not comparable with the paper's (the toy's), the published table apart."""
+    beside = worlds.of(preset).published_beside_ours
     selected_by = LABELS[select_by(preset)]
     parts: list[Part] = [("heading", f"{TITLES[name]} — preset `{preset['name']}`")]
     parts += [("bullet", line) for line in LEGEND if name not in ("precision", "judge") or line != LEGEND[1]]
@@ -190,7 +192,7 @@ def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping
     seeds = preset["studies"][STUDY_OF_TABLE[name]].get("seeds", preset["seeds"]) if name in STUDY_OF_TABLE else []
     if len(seeds) == 1:
         parts.append(("bullet", EXPLORATORY_NOTE))
-    if not toy:
+    if beside:
         parts.append(("bullet", "Under each row: the published value (↳ paper) and ours minus it (↳ Δ)."))
 
     def grids(frame: pd.DataFrame, with_published: bool, title_of) -> list[Grid]:
@@ -199,9 +201,9 @@ def document(name: str, ours: pd.DataFrame, paper: pd.DataFrame, preset: Mapping
             for block in _blocks(frame)
         ]
 
-    parts += grids(ours, not toy, lambda backbone: backbone_title(preset, backbone))
+    parts += grids(ours, beside, lambda backbone: backbone_title(preset, backbone))
     parts += [("bullet", note) for note in _notes(ours)]
-    if toy and len(paper):
+    if not beside and len(paper):
         parts.append(("heading", "The published table, for shape only (the paper's numbers, not this run's)"))
         parts += grids(_published_for_shape(paper, ours, preset), False, lambda b: _shape_title(preset, b))
     return parts

@@ -131,10 +131,12 @@ def write_results(metrics: Mapping[str, Mapping[str, float]], path: Path, *, inc
 
 
 def win_rates(include_path: Path, answers: dict[str, str], reference_answers: dict[str, str]) -> dict[str, Any]:
-    """Toy AlpacaEval 2.0 against the SFT reference's answers on the suite's judge prompts, in the judges' layout:
-    `metrics` (LC and raw win rate, percent) and one judgment per prompt: the outcome and length difference, which
-    the paired bootstrap (onmerge.paired) resamples, and both answers' judge points by component (`points`,
-    `reference_points`: content, language, manner), which say what each win or loss came from."""
+    """Toy AlpacaEval 2.0 against the SFT reference's answers on the suite's judge prompts, in the paper judges'
+    layout (`onmerge.judges`): `metrics` (LC and raw win rate, percent); `provenance`: what was judged (the suite's
+    judge prompts, their seed) and the counts of wins, ties and losses; and one judgment per prompt: the outcome and
+    length difference, which the paired bootstrap (onmerge.paired) resamples, and both answers' judge points by
+    component (`points`, `reference_points`: content, language, manner), which say what each win or loss came
+    from. The command adds the answers files it read (`onmerge judge toy`)."""
     manifest = read_manifest(include_path)
     docs = suite.docs(suite.JUDGE_TASK.name, manifest["n_per_task"], manifest["seed"])
     missing = [doc["id"] for doc in docs if doc["id"] not in answers or doc["id"] not in reference_answers]
@@ -166,6 +168,15 @@ def win_rates(include_path: Path, answers: dict[str, str], reference_answers: di
         "metrics": {
             "alpacaeval_lc": {"value": lc, "stderr": math.nan, "n": count},  # a fitted model's prediction: no SE
             "alpacaeval_raw": {"value": raw, "stderr": raw_stderr, "n": count},
+        },
+        "provenance": {
+            "judge": "onmerge.toyworld.judge",  # programmatic: content, language and manner points
+            "prompts": suite.JUDGE_TASK.name,
+            "suite_seed": manifest["seed"],
+            "prompts_judged": count,
+            "wins": outcomes.count(1.0),
+            "ties": outcomes.count(0.5),
+            "losses": outcomes.count(0.0),
         },
         "judgments": judgments,
     }

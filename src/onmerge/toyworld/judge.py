@@ -39,9 +39,9 @@ from onmerge.toyworld.world import (
     Language,
     Split,
     code_of,
-    final_number,
     items,
-    keyword_recall,
+    share_of_keywords,
+    stated_number,
     with_manner,
     words_of,
 )
@@ -63,7 +63,7 @@ def content_correct(item: Item, response: str) -> float:
     """Is the answer right, read as a lenient reader would (format does not matter, substance does)."""
     task = item.task
     if task in MATH_TASKS:
-        return float(final_number(response) == item.gold["answer"])
+        return float(stated_number(response) == item.gold["answer"])
     if task in CODE_TASKS:
         expected = code_of(item.response).strip().splitlines()[-1].strip()
         return float(expected in response)
@@ -71,7 +71,7 @@ def content_correct(item: Item, response: str) -> float:
         subject = item.prompt.split(".")[0].split()[-1]
         return float({subject, item.gold["adjective"]} <= set(words_of(response)))
     if task in {"toy_coqa", "toy_drop"}:
-        return keyword_recall(response, item.gold["keywords"])
+        return share_of_keywords(response, item.gold["keywords"])
     if task == "toy_function_calling":
         calls = re.findall(r"\{.*\}", response, re.DOTALL)
         return float(any(_parses_to(call, item.gold["call"]) for call in calls))
@@ -188,7 +188,7 @@ def pairwise_outcomes(
     return outcomes, length_differences
 
 
-def length_controlled_win_rate(
+def alpacaeval_win_rates(
     prompts: list[Item], responses: list[str], baseline_responses: list[str]
 ) -> tuple[float, float]:
     """Win rate (%) against the baseline's answers with the length advantage regressed out (toy AlpacaEval 2.0 LC),

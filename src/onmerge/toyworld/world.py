@@ -595,7 +595,7 @@ def benchmark_docs(task: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
 # Scoring, one rule per column, fixed before any model is trained.
 
 
-def final_number(response: str) -> int | None:
+def stated_number(response: str) -> int | None:
     """`... the answer is N` if stated (in either language), else the last integer in the response."""
     said = re.findall(r"(?:answer is|" + translate("answer is", "b") + r")\s*(-?\d+)", response)
     if said:
@@ -620,7 +620,7 @@ def _function_call_of(response: str) -> Any:
         return None
 
 
-def keyword_recall(response: str, keywords: list[str]) -> float:
+def share_of_keywords(response: str, keywords: list[str]) -> float:
     found = set(words_of(response)) | set(re.findall(r"-?\d+", response))
     return sum(keyword in found for keyword in keywords) / len(keywords)
 
@@ -628,7 +628,7 @@ def keyword_recall(response: str, keywords: list[str]) -> float:
 def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
     """Column -> value in [0, 1] for one generated response to one held-out document."""
     if task in MATH_TASKS:
-        return {task: float(final_number(response) == doc["answer"])}
+        return {task: float(stated_number(response) == doc["answer"])}
     if task in CODE_TASKS:
         return {task: float(run_python(_program(doc, response), timeout=3.0).passed)}
     if task == "toy_ifeval":
@@ -636,7 +636,7 @@ def score(task: str, doc: dict[str, Any], response: str) -> dict[str, float]:
         results = [checks[name][2](response, doc["prompt"]) for name in doc["instructions"]]
         return {"toy_ifeval_prompt": float(all(results)), "toy_ifeval_inst": sum(results) / len(results)}
     if task in {"toy_coqa", "toy_drop"}:
-        return {task: keyword_recall(response, doc["keywords"])}
+        return {task: share_of_keywords(response, doc["keywords"])}
     if task == "toy_function_calling":
         return {task: float(_function_call_of(response) == doc["call"])}
     if task == "toy_code_switch":
@@ -648,7 +648,7 @@ def extracted_answer(task: str, doc: dict[str, Any], response: str) -> str | Non
     """What `score` reads from a response (the number, the program it runs, the call, the language), for the
     per-sample records; None where it reads the whole response (instructions followed, keywords recalled)."""
     if task in MATH_TASKS:
-        number = final_number(response)
+        number = stated_number(response)
         return None if number is None else str(number)
     if task in CODE_TASKS:
         return _program(doc, response)
