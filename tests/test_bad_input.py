@@ -8,6 +8,7 @@ here and in tests/test_workflow.py.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shutil
@@ -92,12 +93,14 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def task_manager():
+def task_manager() -> Callable:
+    """lm-eval's task index with ours, built on first call: indexing every built-in task takes seconds, and only the
+    benchmark cases need it."""
     from lm_eval.tasks import TaskManager
 
     from onmerge.lm_tasks import include_path
 
-    return TaskManager(include_path=str(include_path()))
+    return functools.cache(lambda: TaskManager(include_path=str(include_path())))
 
 
 def _preset(tmp_path: Path, edit: Callable[[dict], None]) -> Path:
@@ -482,7 +485,7 @@ CLASSES: dict[str, list[tuple[str, Callable, str]]] = {
     ],
     # Benchmarks: checked against lm-eval's task index before the model loads
     "benchmarks": [
-        ("unknown benchmark name", lambda t, m, tm: split_sampled_tasks(tm, ["onmerge_gsm8k", "gsm9k"]),
+        ("unknown benchmark name", lambda t, m, tm: split_sampled_tasks(tm(), ["onmerge_gsm8k", "gsm9k"]),
          r"unknown lm-eval tasks \['gsm9k'\]"),
         ("unknown sampling setting", lambda t, m, tm: check_sampling({"temp": 0.7}), "unknown sampling setting 'temp'"),
         ("top-p above 1", lambda t, m, tm: check_sampling({"top_p": 1.5}), r"top_p=1.5 is out of range"),

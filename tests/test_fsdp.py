@@ -83,17 +83,15 @@ def _full_state(model: FSDP) -> dict[str, torch.Tensor]:
         return model.state_dict()
 
 
-def _sharded_worker(rank: int, spec: OptimizerSpec, folders: tuple[Path, Path], rendezvous: Path, out: Path) -> None:
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE)
-    torch.set_num_threads(1)
+def _sharded_run(rank: int, spec: OptimizerSpec, folders: tuple[Path, Path], out: Path) -> None:
+    """Train on this rank's half of each batch; the gathered weights in out/sharded.safetensors."""
     base, sft = folders
     model = _sharded(sft)
     optimizer = build_optimizer(spec, model, TRAINING, base, sft)
     _train(model, optimizer, _rank_batches(rank, model.config.vocab_size))
     state = _full_state(model)
     if rank == 0:
-        save_file({name: tensor.contiguous() for name, tensor in state.items()}, out)
-    dist.destroy_process_group()
+        save_file({name: tensor.contiguous() for name, tensor in state.items()}, out / "sharded.safetensors")
 
 
 # A run checkpointed after CHECKPOINT steps, as accelerate saves one under workflow/accelerate/fsdp.yaml (FSDP's full
@@ -144,12 +142,8 @@ def _record(
     return {"counts": dataclasses.asdict(counts), "record": record}
 
 
-def _recorded_sharded_worker(
-    rank: int, spec: OptimizerSpec, folders: tuple[Path, Path], rendezvous: Path, out: Path
-) -> None:
+def _recorded_sharded_run(rank: int, spec: OptimizerSpec, folders: tuple[Path, Path], out: Path) -> None:
     """The run uninterrupted, and checkpointed then resumed: each one's regime, and whether they end equal."""
-    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE)
-    torch.set_num_threads(1)
     base, sft = folders
     batches = _rank_batches(rank, AutoModelForCausalLM.from_pretrained(sft).config.vocab_size)
     found: dict[str, object] = {}
@@ -179,7 +173,6 @@ def _recorded_sharded_worker(
         found["resumed"] = _record(recorder, counts, resumed, folders)
         found["resumed_weights_equal"] = all(torch.equal(resumed[name], uninterrupted[name]) for name in resumed)
         (out / "found.json").write_text(json.dumps(found))
-    dist.destroy_process_group()
 
 
 def _recorded_single_process(
@@ -208,6 +201,38 @@ def folders(tmp_path_factory) -> tuple[Path, Path]:
     return save_base_and_sft(tmp_path_factory.mktemp("models"), noise_std=0.05)
 
 
+# The sharded runs the tests below check, each under its name: plain training, and training with the regime recorded
+# (uninterrupted, and checkpointed then resumed).
+SHARDED = {
+    "ondare": OptimizerSpec("ondare", reserve_p=0.3, alpha=0.05),
+    "onties": OptimizerSpec("onties", reserve_p=0.2, alpha=0.05),
+}
+RECORDED = {
+    "ondare-step-2": OptimizerSpec("ondare", reserve_p=0.3, alpha=0.05, merge_every=2),
+    "onties-dense": OptimizerSpec("onties", reserve_p=1.0, alpha=0.05),
+}
+
+
+def _worker(rank: int, folders: tuple[Path, Path], rendezvous: Path, out: Path) -> None:
+    """One rank of every sharded run, in turn, each into out/<name>."""
+    dist.init_process_group("gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=WORLD_SIZE)
+    torch.set_num_threads(1)
+    runs = [(_sharded_run, SHARDED), (_recorded_sharded_run, RECORDED)]
+    for run, specs in runs:
+        for name, spec in specs.items():
+            (out / name).mkdir(exist_ok=True)
+            run(rank, spec, folders, out / name)
+    dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def sharded(folders, tmp_path_factory) -> Path:
+    """Every sharded run in one spawn of the two ranks (each spawn pays seconds of imports): their folders' parent."""
+    out = tmp_path_factory.mktemp("sharded")
+    mp.spawn(_worker, args=(folders, out / "rendezvous", out), nprocs=WORLD_SIZE, join=True)
+    return out
+
+
 def _assert_single_process_steps(
     spec: OptimizerSpec, sharded: dict[str, torch.Tensor], single: dict[str, torch.Tensor], sft_folder: Path
 ) -> None:
@@ -222,22 +247,18 @@ def _assert_single_process_steps(
     assert mismatched <= allowed
 
 
-def test_two_sharded_ranks_take_the_single_process_steps(folders, tmp_path):
+def test_two_sharded_ranks_take_the_single_process_steps(folders, sharded):
     """OnDARE; step-2 OnDARE and dense OnTIES take the same check in the regime test below, which trains them."""
-    spec = OptimizerSpec("ondare", reserve_p=0.3, alpha=0.05)
-    out = tmp_path / "sharded.safetensors"
-    mp.spawn(_sharded_worker, args=(spec, folders, tmp_path / "rendezvous", out), nprocs=WORLD_SIZE, join=True)
-    _assert_single_process_steps(spec, load_file(out), _single_process(spec, folders), folders[1])
+    spec = SHARDED["ondare"]
+    weights = load_file(sharded / "ondare" / "sharded.safetensors")
+    _assert_single_process_steps(spec, weights, _single_process(spec, folders), folders[1])
 
 
-def test_sharded_onties_keeps_the_top_of_each_shard_and_tau_r_whole(folders, tmp_path):
+def test_sharded_onties_keeps_the_top_of_each_shard_and_tau_r_whole(folders, sharded):
     """OnTIES ranks an update within each rank's window: not the single-process result, but a valid run."""
-    spec = OptimizerSpec("onties", reserve_p=0.2, alpha=0.05)
-    out = tmp_path / "sharded.safetensors"
-    mp.spawn(_sharded_worker, args=(spec, folders, tmp_path / "rendezvous", out), nprocs=WORLD_SIZE, join=True)
-    sharded, sft = load_file(out), load_file(folders[1] / "model.safetensors")
-    assert all(torch.isfinite(tensor).all() for tensor in sharded.values())
-    assert max((sharded[name] - sft[name]).abs().max().item() for name in sft) > 1e-3
+    weights, sft = load_file(sharded / "onties" / "sharded.safetensors"), load_file(folders[1] / "model.safetensors")
+    assert all(torch.isfinite(tensor).all() for tensor in weights.values())
+    assert max((weights[name] - sft[name]).abs().max().item() for name in sft) > 1e-3
 
 
 # Counts that do not depend on float noise: the entries, OnDARE's masks (drawn over the full tensor) and its clamp,
@@ -245,26 +266,21 @@ def test_sharded_onties_keeps_the_top_of_each_shard_and_tau_r_whole(folders, tmp
 EXACT_COUNTS = ("entries", "clamped", "reference_kept")
 
 
-@pytest.mark.parametrize(
-    "spec",
-    [
-        OptimizerSpec("ondare", reserve_p=0.3, alpha=0.05, merge_every=2),
-        OptimizerSpec("onties", reserve_p=1.0, alpha=0.05),
-    ],
-    ids=["ondare-step-2", "onties-dense"],
-)
-def test_two_ranks_record_the_single_process_regime_and_resume_a_sharded_checkpoint_exactly(folders, tmp_path, spec):
+@pytest.mark.parametrize("name", RECORDED)
+def test_two_ranks_record_the_single_process_regime_and_resume_a_sharded_checkpoint_exactly(
+    folders, sharded, tmp_path, name
+):
     """The ranks' counts summed, OnTIES' medians over both, the record from the gathered weights: the single
     process's, uninterrupted or resumed. FSDP's optimizer state dict gathers and re-shards every state tensor as it
     does the parameter, so the optimizer's state holds only such tensors (F(tau_r) is derived again, the regime's
     counts live in their own files): the resumed run ends bit for bit where the uninterrupted one does."""
-    mp.spawn(_recorded_sharded_worker, args=(spec, folders, tmp_path / "rendezvous", tmp_path), nprocs=WORLD_SIZE)
-    found = json.loads((tmp_path / "found.json").read_text())
+    spec, out = RECORDED[name], sharded / name
+    found = json.loads((out / "found.json").read_text())
     assert found["resumed_weights_equal"]
-    saved = sorted(path.name for path in (tmp_path / "resumed" / f"checkpoint-{CHECKPOINT}").iterdir())
+    saved = sorted(path.name for path in (out / "resumed" / f"checkpoint-{CHECKPOINT}").iterdir())
     assert saved == ["regime-0-of-2.pt", "regime-1-of-2.pt"]
     single, weights = _recorded_single_process(spec, folders, tmp_path / "single")
-    _assert_single_process_steps(spec, load_file(tmp_path / "sharded.safetensors"), weights, folders[1])
+    _assert_single_process_steps(spec, load_file(out / "sharded.safetensors"), weights, folders[1])
     expected = single["counts"]
     assert expected["entries"] == sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(folders[1]).parameters())
     assert expected["totals"]["kicks"] > 0

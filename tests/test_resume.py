@@ -87,10 +87,17 @@ def inputs(tmp_path_factory) -> tuple[tuple[Path, Path], Path]:
     return save_base_and_sft(root), preferences
 
 
-def test_a_killed_cell_resumes_to_the_uninterrupted_weights(inputs, tmp_path):
+@pytest.fixture(scope="module")
+def uninterrupted(inputs, tmp_path_factory) -> Path:
+    """The cell trained once, start to end, as the workflow trains it: its model folder."""
     folders, preferences = inputs
-    uninterrupted = tmp_path / "uninterrupted" / "model"
-    subprocess.run(_command(folders, preferences, uninterrupted), env=_environment(), check=True, capture_output=True)
+    cell = tmp_path_factory.mktemp("uninterrupted") / "model"
+    subprocess.run(_command(folders, preferences, cell), env=_environment(), check=True, capture_output=True)
+    return cell
+
+
+def test_a_killed_cell_resumes_to_the_uninterrupted_weights(inputs, uninterrupted, tmp_path):
+    folders, preferences = inputs
     assert not list(uninterrupted.parent.glob(".model.checkpoints-*")), "checkpoints are removed after success"
 
     cell = tmp_path / "killed" / "model"
@@ -115,18 +122,16 @@ def test_a_killed_cell_resumes_to_the_uninterrupted_weights(inputs, tmp_path):
     expected, resumed = load_file(uninterrupted / "model.safetensors"), load_file(cell / "model.safetensors")
     assert set(expected) == set(resumed)
     assert all(torch.equal(expected[name], resumed[name]) for name in expected)
-    history = json.loads((tmp_path / "uninterrupted" / "training_log.json").read_text())["history"]
+    history = json.loads((uninterrupted.parent / "training_log.json").read_text())["history"]
     assert [entry["step"] for entry in history] == list(range(1, 9))
     assert (cell.parent / "training_log.json").read_bytes() == (uninterrupted.parent / "training_log.json").read_bytes()
     assert "training: 8/8 steps (100%)" in rerun.stderr
     assert not list(cell.parent.glob(".model.checkpoints-*"))
 
 
-def test_a_trained_cell_records_what_made_it(inputs, tmp_path):
+def test_a_trained_cell_records_what_made_it(inputs, uninterrupted):
     folders, preferences = inputs
-    cell = tmp_path / "model"
-    subprocess.run(_command(folders, preferences, cell), env=_environment(), check=True, capture_output=True)
-    record = json.loads((cell / "provenance.json").read_text())
+    record = json.loads((uninterrupted / "provenance.json").read_text())
     assert record["step"] == "train" and record["settings"] == SETTINGS
     assert record["inputs"]["preferences"]["sha256"] == {
         "train.json": hashlib.sha256(preferences.read_bytes()).hexdigest()

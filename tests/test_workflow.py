@@ -250,16 +250,32 @@ def _cell_files(cell: Path) -> dict[str, bytes]:
     return {str(path.relative_to(cell)): path.read_bytes() for path in sorted(cell.rglob("*")) if path.is_file()}
 
 
+def _descends_from(pid: int, ancestor: int) -> bool:
+    """Whether process `pid` is `ancestor` or one of its descendants (False once either has ended)."""
+    while pid > 1:
+        if pid == ancestor:
+            return True
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid = int(stat.rpartition(")")[2].split()[1])  # the parent's pid, after the command name in parentheses
+    return False
+
+
 def _kill_on_sight(command: str, running: subprocess.Popen) -> bool:
-    """SIGKILL the first Python process whose command line holds `command`, while `running` runs."""
+    """SIGKILL the first Python process started by `running` whose command line holds `command`, while `running` runs:
+    another test's process with the same command (tests/test_resume.py trains too) is left alone."""
     while running.poll() is None:
         for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
             try:
                 argv = cmdline.read_bytes().decode().split("\0")
             except OSError:  # the process ended meanwhile
                 continue
-            if Path(argv[0]).name.startswith("python") and command in " ".join(argv):
-                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+            pid = int(cmdline.parent.name)
+            named = Path(argv[0]).name.startswith("python") and command in " ".join(argv)
+            if named and _descends_from(pid, running.pid):
+                os.kill(pid, signal.SIGKILL)
                 return True
         time.sleep(0.02)
     return False
