@@ -16,22 +16,19 @@ from onmerge import training as training_module
 from onmerge.config import load_preset
 from onmerge.merge_ops import dare, magnitude_prune, seeded_generator
 from onmerge.regime import (
-    QUANTITIES,
     bf16_half_step,
     bf16_half_step_over_weight,
     changed_fraction,
     clamp_fraction,
     drift,
-    kicks_per_entry,
     median_abs,
     merge_share,
-    regime_markdown,
-    regime_table,
     sign_election_dominance,
     step_over_bf16_half_step,
     step_over_weight,
     survival,
 )
+from onmerge.tables.regime import QUANTITIES, kicks_per_entry, regime_markdown, regime_table
 from onmerge.training import OptimizerSpec, PreferenceTraining, ProgressLines, train_preference
 
 from tiny import save_base_and_sft, tiny_preference_dataset

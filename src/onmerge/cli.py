@@ -509,10 +509,9 @@ _COMPARING = (
 
 @_command("tables", "the paper's tables from results.csv, beside the published ones", *_COMPARING)
 def _tables(args: argparse.Namespace) -> None:
-    from onmerge import regime
     from onmerge.atomic import write_text
     from onmerge.config import load_preset
-    from onmerge.tables import render
+    from onmerge.tables import regime, render
     from onmerge.tables.build import build
     from onmerge.tables.results import Results
 
