@@ -145,6 +145,14 @@ def test_what_snakemake_imports_at_parse_time_is_light(module):
     assert loaded == [], f"importing {module} loads {loaded}"
 
 
+def test_the_tables_job_loads_no_model_library():
+    """`onmerge tables` reads results.csv and the training logs: pandas, but no torch (seconds of import a job)."""
+    modules = "onmerge.tables.build, onmerge.tables.render, onmerge.tables.regime"
+    script = f"import sys, {modules}; print(' '.join(sorted(m for m in {HEAVY!r} if m in sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert loaded == ["pandas"]
+
+
 # The modules that may know which world a preset runs in: the adapters (onmerge.worlds) and the toy world's own code.
 WORLD_ADAPTERS = ("onmerge.worlds", "onmerge.toyworld")
 WORLD_KEYS = ("world", "kind")  # the preset keys that say which world it is
