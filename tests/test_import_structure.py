@@ -1,6 +1,6 @@
 """The package's import structure: no cycles among module-level imports, the modules Snakemake imports while it
-parses the workflow stay light (no torch, transformers or pandas at import), so `snakemake -n` answers quickly, and
-only the worlds' adapters know which world a preset runs in.
+parses the workflow stay light (no torch, transformers or pandas at import), so `snakemake -n` answers quickly,
+only the worlds' adapters know which world a preset runs in, and no module uses another's private names.
 
 Imports inside functions are the package's way to defer heavy libraries and are left out of the graph: they run
 when called, after every module has loaded.
@@ -247,3 +247,87 @@ def test_the_world_check_finds_planted_world_knowledge(tmp_path):
         "onmerge.tables:8: reads context.preset.get('kind')",
         "onmerge.tables:8: reads preset['world']",
     ]
+
+
+def _private(name: str) -> bool:
+    """`_name`, a module's own; dunders such as `__version__` are public."""
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _package_imports(tree: ast.Module, path: Path, module: str, package: str) -> list[tuple[int, str, str | None]]:
+    """Every import of the package's modules and names anywhere in a module, deferred ones too, as (line, what it
+    imports, the local name it binds: None for `import a.b`, which binds `a`)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            base = _absolute(node, path, module)
+            if _within(base, package):
+                found += [(node.lineno, f"{base}.{alias.name}", alias.asname or alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name, alias.asname) for alias in node.names if _within(alias.name, package)]
+    return found
+
+
+def _private_names_used(package: Path) -> list[str]:
+    """Where a module reaches into another module of the package for a private name: `from onmerge.x import _y`
+    (relative or deferred imports too), or `x._y` / `onmerge.x._y` on an imported module. Each as
+    `module:line: what`."""
+    modules = _modules(package)
+    found = []
+    for module, path in modules.items():
+        tree = ast.parse(path.read_text())
+        bound = {}  # local name -> the package's module it names
+        for line, name, local in _package_imports(tree, path, module, package.name):
+            if any(_private(part) for part in name.split(".")):
+                found.append(f"{module}:{line}: imports {name}")
+            if local is not None and name in modules:
+                bound[local] = name
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and _private(node.attr):
+                head, _, rest = ast.unparse(node.value).partition(".")
+                owner = ".".join(filter(None, (bound.get(head, head), rest)))
+                if owner in modules and owner != module:
+                    found.append(f"{module}:{node.lineno}: uses {owner}.{node.attr}")
+    return sorted(found)
+
+
+def test_no_module_uses_another_modules_private_names():
+    """What one module shares with others is public (the commands' machinery is `onmerge.commands`), so a private
+    name can change with its module alone."""
+    assert _private_names_used(PACKAGE) == []
+
+
+def test_the_private_name_check_finds_planted_uses(tmp_path):
+    package = tmp_path / "onmerge"
+    (package / "toyworld").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "toyworld" / "__init__.py").write_text("")
+    (package / "cli.py").write_text("__version__ = '1'\n_MODEL = 1\ndef _helper():\n    return _MODEL\n")
+    (package / "toyworld" / "cli.py").write_text(
+        "from onmerge.cli import _MODEL, __version__\n"
+        "from ..cli import _helper\n"
+        "import onmerge.cli\n"
+        "from onmerge import cli as command_line\n"
+        "def run(record):\n"
+        "    from onmerge.cli import _helper  # a deferred import too\n"
+        "    return onmerge.cli._helper, command_line._MODEL, command_line.__doc__, record._fields\n"
+    )
+    assert _private_names_used(package) == [
+        "onmerge.toyworld.cli:1: imports onmerge.cli._MODEL",
+        "onmerge.toyworld.cli:2: imports onmerge.cli._helper",
+        "onmerge.toyworld.cli:6: imports onmerge.cli._helper",
+        "onmerge.toyworld.cli:7: uses onmerge.cli._MODEL",
+        "onmerge.toyworld.cli:7: uses onmerge.cli._helper",
+    ]
+
+
+def test_no_module_imports_the_command_line():
+    """`python -m onmerge.cli` runs cli.py as `__main__`, whose commands register in `onmerge.commands`: a module
+    importing `onmerge.cli` would register them a second time, and argparse refuses the duplicates."""
+    imports = [
+        f"{module}:{line}: imports {name}"
+        for module, path in _modules().items()
+        for line, name, _ in _package_imports(ast.parse(path.read_text()), path, module, "onmerge")
+        if _within(name, "onmerge.cli")
+    ]
+    assert imports == []

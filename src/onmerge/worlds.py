@@ -60,7 +60,8 @@ class World:
         """What this kind's presets need beyond the schema's rules; ValueError names the key."""
 
     def register_commands(self) -> None:
-        """Import the module whose `onmerge` commands are this world's own (the toy world's `toy ...`), if any."""
+        """Import the module whose `onmerge` commands are this world's own (the toy world's `toy ...`, the paper's
+        `fetch-model`, `evaluate lm-eval`, ...), if any."""
         if self.commands is not None:
             importlib.import_module(self.commands)
 
@@ -159,5 +160,6 @@ register(
         training_threads=8,
         judge_components=False,
         published_beside_ours=True,
+        commands="onmerge.paper_cli",
     )
 )

@@ -9,19 +9,19 @@ import json
 from pathlib import Path
 from typing import get_args
 
-from onmerge.cli import _MODEL, _OUT, _OUT_DIR, _THREADS, _argument, _command, _recorded, _threads
+from onmerge.commands import MODEL, OUT, OUT_DIR, THREADS, argument, command, recorded, set_torch_threads
 from onmerge.toyworld.backbones import BACKBONES, SCALES, Arch
 
-_SCALE = _argument("--scale", choices=tuple(SCALES), required=True)
-_SEED = _argument("--seed", type=int, required=True)
+_SCALE = argument("--scale", choices=tuple(SCALES), required=True)
+_SEED = argument("--seed", type=int, required=True)
 
 
-@_command(
+@command(
     "toy tokenizer",
     "a byte-level BPE tokenizer of one architecture",
-    _argument("--arch", choices=get_args(Arch), required=True),
+    argument("--arch", choices=get_args(Arch), required=True),
     _SEED,
-    _OUT,
+    OUT,
 )
 def _toy_tokenizer(args: argparse.Namespace) -> None:
     from onmerge.toyworld.models import train_tokenizer
@@ -30,48 +30,48 @@ def _toy_tokenizer(args: argparse.Namespace) -> None:
     train_tokenizer(tokenizer_corpus(args.seed), args.out, args.arch)
 
 
-@_command(
+@command(
     "toy base",
     "pre-train one toy base model",
-    _THREADS,
-    _argument("--backbone", choices=tuple(BACKBONES), required=True),
-    _argument("--tokenizer", type=Path, required=True),
+    THREADS,
+    argument("--backbone", choices=tuple(BACKBONES), required=True),
+    argument("--tokenizer", type=Path, required=True),
     _SCALE,
     _SEED,
-    _OUT,
+    OUT,
 )
 def _toy_base(args: argparse.Namespace) -> None:
     from onmerge.toyworld.models import build_base
 
-    _threads(args.threads)
+    set_torch_threads(args.threads)
     settings = {"backbone": args.backbone, "scale": args.scale, "seed": args.seed}
-    with _recorded("build", args.out, settings, {"tokenizer": args.tokenizer}):
+    with recorded("build", args.out, settings, {"tokenizer": args.tokenizer}):
         build_base(args.backbone, args.out, SCALES[args.scale], args.seed, tokenizer_dir=args.tokenizer)
 
 
-@_command(
+@command(
     "toy sft",
     "supervised fine-tuning of a toy base model",
-    _THREADS,
-    _argument("--base", type=Path, required=True),
+    THREADS,
+    argument("--base", type=Path, required=True),
     _SCALE,
     _SEED,
-    _OUT,
+    OUT,
 )
 def _toy_sft(args: argparse.Namespace) -> None:
     from onmerge.toyworld.models import build_sft
 
-    _threads(args.threads)
-    with _recorded("build", args.out, {"scale": args.scale, "seed": args.seed}, {"base": args.base}):
+    set_torch_threads(args.threads)
+    with recorded("build", args.out, {"scale": args.scale, "seed": args.seed}, {"base": args.base}):
         build_sft(args.base, args.out, SCALES[args.scale], args.seed)
 
 
-@_command(
+@command(
     "toy preferences",
     "preference pairs (train/test) and their unpaired view",
-    _argument("--pairs", type=int, required=True),
+    argument("--pairs", type=int, required=True),
     _SEED,
-    _OUT_DIR,
+    OUT_DIR,
 )
 def _toy_preferences(args: argparse.Namespace) -> None:
     """Pairs ranked by the toy judge; the test split is an eighth of train's size, as UltraFeedback binarized's is."""
@@ -83,12 +83,12 @@ def _toy_preferences(args: argparse.Namespace) -> None:
     write_splits(args.out_dir, rows)
 
 
-@_command(
+@command(
     "toy suite",
     "the held-out benchmark suite as lm-eval tasks",
-    _argument("--docs-per-task", type=int, required=True),
+    argument("--docs-per-task", type=int, required=True),
     _SEED,
-    _OUT,
+    OUT,
 )
 def _toy_suite(args: argparse.Namespace) -> None:
     from onmerge.toyworld.evaluation import write_task_suite
@@ -96,36 +96,36 @@ def _toy_suite(args: argparse.Namespace) -> None:
     write_task_suite(args.out, args.docs_per_task, args.seed)
 
 
-@_command(
+@command(
     "evaluate toy",
     "every toy benchmark column and the judged task",
-    _THREADS,
-    _MODEL,
-    _argument("--suite", type=Path, required=True),
-    _argument("--metrics", type=Path, required=True),
-    _argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate"),
-    _argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)"),
-    _argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)"),
+    THREADS,
+    MODEL,
+    argument("--suite", type=Path, required=True),
+    argument("--metrics", type=Path, required=True),
+    argument("--answers", type=Path, required=True, help="the judged task's answers, for the win rate"),
+    argument("--items", type=Path, required=True, help="every column's per-item scores (onmerge.items)"),
+    argument("--samples", type=Path, required=True, help="every sample's record, for audit (onmerge.items)"),
 )
 def _evaluate_toy(args: argparse.Namespace) -> None:
     from onmerge.items import write_items, write_samples
     from onmerge.toyworld.evaluation import EVAL_SEED, evaluate_model, write_results
 
-    _threads(args.threads)
-    with _recorded("evaluate", args.metrics, {"eval_seed": EVAL_SEED}, {"model": args.model, "suite": args.suite}):
+    set_torch_threads(args.threads)
+    with recorded("evaluate", args.metrics, {"eval_seed": EVAL_SEED}, {"model": args.model, "suite": args.suite}):
         metrics, items, records = evaluate_model(args.model, args.suite, answers_path=args.answers)
         write_items(args.items, items, metrics)
         write_samples(args.samples, records)
         write_results(metrics, args.metrics, include_path=args.suite)
 
 
-@_command(
+@command(
     "judge toy",
     "toy AlpacaEval 2.0: LC win rate against the SFT reference",
-    _argument("--suite", type=Path, required=True),
-    _argument("--answers", type=Path, required=True),
-    _argument("--reference-answers", type=Path, required=True),
-    _OUT,
+    argument("--suite", type=Path, required=True),
+    argument("--answers", type=Path, required=True),
+    argument("--reference-answers", type=Path, required=True),
+    OUT,
 )
 def _judge_toy(args: argparse.Namespace) -> None:
     """The judged file in the paper judges' shape, `{"metrics", "provenance", "judgments"}`: the provenance names
@@ -134,7 +134,7 @@ def _judge_toy(args: argparse.Namespace) -> None:
     from onmerge.toyworld.evaluation import win_rates
 
     inputs = {"answers": args.answers, "reference_answers": args.reference_answers, "suite": args.suite}
-    with _recorded("judge", args.out, {}, inputs):
+    with recorded("judge", args.out, {}, inputs):
         answers, reference = (path.read_text(encoding="utf-8") for path in (args.answers, args.reference_answers))
         judged = win_rates(args.suite, json.loads(answers), json.loads(reference))
         provenance = {
