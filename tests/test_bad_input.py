@@ -41,7 +41,7 @@ SMOKE = yaml.safe_load(SMOKE_TEXT)
 SMOKE_LINES = SMOKE_TEXT.count("\n")
 SEEDS_LINE = SMOKE_TEXT.split("\n").index("seeds: [0]") + 1  # 1-based, as the errors count
 CONFIG_TEXT = (ROOT / "workflow" / "config" / "config.yaml").read_text()
-CONFIG_SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+CONFIG_SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "1", "--dry-run"]
 
 

@@ -11,7 +11,8 @@ from onmerge.config import PRESETS, SCHEMAS, check_config_files, load_validated,
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = ROOT / "workflow" / "config" / "config.yaml"  # the Snakefile's `configfile:`
-CONFIG_SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"  # what common.smk validates it with
+# what common.smk validates it with
+CONFIG_SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
 
 def test_default_config_is_valid_and_names_the_toy_preset():

@@ -204,12 +204,12 @@ def folders(tmp_path_factory) -> tuple[Path, Path]:
 # The sharded runs the tests below check, each under its name: plain training, and training with the regime recorded
 # (uninterrupted, and checkpointed then resumed).
 SHARDED = {
-    "ondare": OptimizerSpec("ondare", reserve_p=0.3, alpha=0.05),
-    "onties": OptimizerSpec("onties", reserve_p=0.2, alpha=0.05),
+    "ondare": OptimizerSpec("ondare", {"reserve_p": 0.3, "alpha": 0.05}),
+    "onties": OptimizerSpec("onties", {"reserve_p": 0.2, "alpha": 0.05}),
 }
 RECORDED = {
-    "ondare-step-2": OptimizerSpec("ondare", reserve_p=0.3, alpha=0.05, merge_every=2),
-    "onties-dense": OptimizerSpec("onties", reserve_p=1.0, alpha=0.05),
+    "ondare-step-2": OptimizerSpec("ondare", {"reserve_p": 0.3, "alpha": 0.05, "merge_every": 2}),
+    "onties-dense": OptimizerSpec("onties", {"reserve_p": 1.0, "alpha": 0.05}),
 }
 
 

@@ -5,11 +5,9 @@ import copy
 
 import jsonschema
 import pytest
-import yaml
 
-from onmerge import grid, worlds
-from onmerge.config import PRESETS, SCHEMAS, load_preset, preset_path
-from onmerge.hyperparameters import BOUNDS
+from onmerge import grid, hyperparameters, worlds
+from onmerge.config import PRESETS, load_preset, preset_path, preset_schema
 
 PRESET_NAMES = sorted(path.stem for path in PRESETS.glob("*.yaml"))
 
@@ -102,8 +100,8 @@ def test_the_precision_study_trains_four_rows_in_two_regimes_three_seeds_and_two
     assert grid.training_settings(toy, bf16)["training"]["epochs"] == toy["training"]["epochs"]  # not overridden
     # The second world is qwen-s built from another seed; the first is built from the world's.
     world = worlds.of(toy)
-    assert (grid.toy_backbone(toy, "qwen-s-w1"), world.checkpoint_seed(toy, "qwen-s-w1")) == ("qwen-s", 1)
-    assert (grid.toy_backbone(toy, "qwen-s"), world.checkpoint_seed(toy, "qwen-s")) == ("qwen-s", 0)
+    assert (world.builds(toy, "qwen-s-w1"), world.checkpoint_seed(toy, "qwen-s-w1")) == ("qwen-s", 1)
+    assert (world.builds(toy, "qwen-s"), world.checkpoint_seed(toy, "qwen-s")) == ("qwen-s", 0)
 
 
 def test_a_regime_cell_path_parses_back_and_refuses_a_bad_regime_name():
@@ -201,7 +199,7 @@ def test_presets_by_name_or_path(tmp_path):
         load_preset(str(bad))
 
 
-SCHEMA = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())
+SCHEMA = preset_schema()
 # Where the preset schema states each hyper-parameter's range.
 SCHEMA_RANGES = {name: f"#/$defs/method_params/{name}" for name in SCHEMA["$defs"]["method_params"]} | {
     "density": "#/$defs/merge_search/properties/densities/items",
@@ -212,11 +210,12 @@ PROBES = [-1, 0, 1e-12, 0.01, 0.5, 1 - 1e-12, 1, 1.0, 1.5, 2, 8, 1e6, True]
 
 @pytest.mark.parametrize("name", sorted(SCHEMA_RANGES))
 def test_the_schema_admits_exactly_what_the_optimizers_and_trainer_admit(name):
-    """The schema states each range for readers and editors; `onmerge.hyperparameters` is what the optimizers, the
-    preset check and the cell paths enforce. They must not drift apart (NaN aside: only the strict reader refuses it).
-    """
+    """The schema's ranges (the method hyper-parameters' made from their registry entries) and
+    `onmerge.hyperparameters`, what the optimizers, the preset check and the cell paths enforce, admit the same values
+    (NaN aside: only the strict reader refuses it)."""
     validator = jsonschema.Draft202012Validator({"$ref": SCHEMA_RANGES[name], "$defs": SCHEMA["$defs"]})
-    assert [validator.is_valid(value) for value in PROBES] == [BOUNDS[name].admits(value) for value in PROBES]
+    bounds = hyperparameters.get(name).bounds
+    assert [validator.is_valid(value) for value in PROBES] == [bounds.admits(value) for value in PROBES]
 
 
 def test_the_schema_and_the_cell_paths_read_names_alike():

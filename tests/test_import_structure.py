@@ -153,9 +153,11 @@ def test_the_tables_job_loads_no_model_library():
     assert loaded == ["pandas"]
 
 
-# The modules that may know which world a preset runs in: the adapters (onmerge.worlds) and the toy world's own code.
-WORLD_ADAPTERS = ("onmerge.worlds", "onmerge.toyworld")
+# The modules that may know which world a preset runs in: the adapters (onmerge.worlds), the toy world's own code and
+# the paper world's commands (its adapter's `commands`).
+WORLD_ADAPTERS = ("onmerge.worlds", "onmerge.toyworld", "onmerge.paper_cli")
 WORLD_KEYS = ("world", "kind")  # the preset keys that say which world it is
+TOY_BACKBONE_KEYS = ("mirrors", "builds")  # a toy backbone's keys: what it mirrors of the paper's, what it rebuilds
 
 
 def _within(module: str, package: str) -> bool:
@@ -164,8 +166,9 @@ def _within(module: str, package: str) -> bool:
 
 def _world_knowledge(package: Path) -> list[str]:
     """Where a module outside the adapters tells the worlds apart itself: a test `"world" in ...` (or "kind"), a
-    preset's `["world"]`/`["kind"]` (or `.get` of them) read, or a module-level import of the toy world
-    (`onmerge.toyworld`) or of a world's metric names (`PAPER_METRICS`). Each as `module:line: what`."""
+    preset's `["world"]`/`["kind"]` (or `.get` of them) read, a toy backbone's `mirrors`/`builds` read (by any name:
+    a backbone's settings have none of their own), or an import, even deferred, of the toy world (`onmerge.toyworld`)
+    or of a world's metric names (`PAPER_METRICS`). Each as `module:line: what`."""
     found = []
     for module, path in _modules(package).items():
         if any(_within(module, adapter) for adapter in WORLD_ADAPTERS):
@@ -176,26 +179,31 @@ def _world_knowledge(package: Path) -> list[str]:
             if isinstance(node, ast.Compare) and isinstance(node.left, ast.Constant) and node.left.value in WORLD_KEYS:
                 if any(isinstance(op, ast.In | ast.NotIn) for op in node.ops):
                     what = f"tests {node.left.value!r} in ..."
-            elif isinstance(node, ast.Subscript) and _names_a_preset(node.value):
-                key = node.slice
-                if isinstance(key, ast.Constant) and key.value in WORLD_KEYS:
-                    what = f"reads {ast.unparse(node)}"
+            elif isinstance(node, ast.Subscript) and _reads_world_key(node.value, node.slice):
+                what = f"reads {ast.unparse(node)}"
             elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
-                key = node.args[0] if node.args else None
-                if _names_a_preset(node.func.value) and isinstance(key, ast.Constant) and key.value in WORLD_KEYS:
+                if node.args and _reads_world_key(node.func.value, node.args[0]):
                     what = f"reads {ast.unparse(node)}"
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                names = (
+                    [alias.name for alias in node.names]
+                    if isinstance(node, ast.Import)
+                    else [f"{_absolute(node, path, module)}.{alias.name}" for alias in node.names]
+                )
+                imported = [
+                    name for name in names if _within(name, "onmerge.toyworld") or name.endswith(".PAPER_METRICS")
+                ]
+                what = f"imports {', '.join(imported)}" if imported else None
             if what:
                 found.append(f"{module}:{node.lineno}: {what}")
-        for node in _module_level_imports(tree.body):
-            names = (
-                [alias.name for alias in node.names]
-                if isinstance(node, ast.Import)
-                else [f"{_absolute(node, path, module)}.{alias.name}" for alias in node.names]
-            )
-            for name in names:
-                if _within(name, "onmerge.toyworld") or name.endswith(".PAPER_METRICS"):
-                    found.append(f"{module}:{node.lineno}: imports {name} at module level")
     return found
+
+
+def _reads_world_key(container: ast.expr, key: ast.expr) -> bool:
+    """`preset["kind"]`, `preset.get("world")`, `anything["mirrors"]`: a key only a world's adapter may read."""
+    if not isinstance(key, ast.Constant):
+        return False
+    return key.value in TOY_BACKBONE_KEYS or (key.value in WORLD_KEYS and _names_a_preset(container))
 
 
 def _names_a_preset(node: ast.expr) -> bool:
@@ -233,19 +241,23 @@ def test_the_world_check_finds_planted_world_knowledge(tmp_path):
         "from onmerge.toyworld import world\n"
         "from .toyworld.world import PAPER_METRICS\n"
         "from onmerge import worlds\n"
-        "def names(preset, context, record):\n"
-        "    from onmerge.toyworld.judge import judge_points  # inside a function: a deferred import, allowed\n"
+        "def names(preset, context, record, backbone):\n"
+        "    from onmerge.toyworld.judge import judge_points  # deferred: still the toy world's code\n"
         '    toy = "world" in preset\n'
         '    paper = "kind" not in context.preset\n'
-        '    return preset["world"], context.preset.get("kind"), record["world"], worlds.of(preset)\n'
+        '    mirrors, builds = backbone.get("mirrors"), preset["backbones"]["qwen-s"]["builds"]\n'
+        '    return preset["world"], context.preset.get("kind"), record["world"], worlds.of(preset), record["seed"]\n'
     )
     assert sorted(_world_knowledge(package)) == [
-        "onmerge.tables:1: imports onmerge.toyworld.world at module level",
-        "onmerge.tables:2: imports onmerge.toyworld.world.PAPER_METRICS at module level",
+        "onmerge.tables:1: imports onmerge.toyworld.world",
+        "onmerge.tables:2: imports onmerge.toyworld.world.PAPER_METRICS",
+        "onmerge.tables:5: imports onmerge.toyworld.judge.judge_points",
         "onmerge.tables:6: tests 'world' in ...",
         "onmerge.tables:7: tests 'kind' in ...",
-        "onmerge.tables:8: reads context.preset.get('kind')",
-        "onmerge.tables:8: reads preset['world']",
+        "onmerge.tables:8: reads backbone.get('mirrors')",
+        "onmerge.tables:8: reads preset['backbones']['qwen-s']['builds']",
+        "onmerge.tables:9: reads context.preset.get('kind')",
+        "onmerge.tables:9: reads preset['world']",
     ]
 
 

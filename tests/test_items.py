@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from onmerge import worlds
 from onmerge.cli import main
 from onmerge.items import (
     check_against,
@@ -18,7 +19,6 @@ from onmerge.items import (
     write_items,
     write_samples,
 )
-from onmerge.lm_evaluation import PAPER_METRICS
 from onmerge.paired import MeanMeasure, read_measures
 
 
@@ -135,7 +135,7 @@ def test_a_paper_evaluation_folder_reads_back_as_measures(tmp_path):
     (tmp_path / "mt_bench.json").write_text(json.dumps({"metrics": {}, "judgments": judgments}))
     preferences = [{"index": 0, "glm_preference": 0.25}, {"index": 1, "glm_preference": 0.75}]
     (tmp_path / "alpacaeval.json").write_text(json.dumps({"metrics": {}, "judgments": preferences}))
-    measures = read_measures(tmp_path, PAPER_METRICS)
+    measures = read_measures(tmp_path, worlds.get("paper"))
     assert set(measures) == {"gsm8k_acc", "mt_bench", "alpacaeval2_lc"}
     assert measures["gsm8k_acc"].value == 50.0  # percent, as results.csv
     mt_bench = measures["mt_bench"]

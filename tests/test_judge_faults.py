@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from onmerge import worlds
 from onmerge.cli import main
 from onmerge.items import ITEMS_FILE
 from onmerge.judges import alpacaeval, mt_bench
@@ -271,7 +272,8 @@ def test_unscorable_judgments_are_retried_never_cached_and_recorded_as_failed(se
     (evaluation / "mt_bench.json").write_text(json.dumps(result))
     with gzip.open(evaluation / ITEMS_FILE, "wt") as stream:
         json.dump({}, stream)
-    assert read_measures(evaluation, {})["mt_bench"].value == pytest.approx(23 / 3)  # the mean over rated turns
+    mt_bench = read_measures(evaluation, worlds.get("paper"))["mt_bench"]
+    assert mt_bench.value == pytest.approx(23 / 3)  # the mean over rated turns
 
     posts = len(judge.posts())
     judge_mt_bench(tmp_path, judge, cache)

@@ -1,5 +1,5 @@
-"""The method registry: a method registered in one place is planned, trained, tabled and drawn; a preset naming an
-unregistered one is refused before any job."""
+"""The method registry: a method registered in one place, with a hyper-parameter of its own registered in one more,
+is planned, validated, trained, tabled and drawn; a preset naming an unregistered one is refused before any job."""
 
 import copy
 import dataclasses
@@ -14,7 +14,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from test_workflow import snakemake
 
-from onmerge import curves, figures, grid, methods
+from onmerge import curves, figures, grid, hyperparameters, methods
 from onmerge.config import PRESETS, load_preset
 from onmerge.tables.build import main_table
 from onmerge.tables.frames import NOT_RUN, OK
@@ -25,26 +25,31 @@ from onmerge.tables.rows import main_rows
 from tiny import save_base_and_sft, tiny_preference_dataset
 
 BUILT_IN = ("adamw", "ema", "childtuning", "lora", "onties", "ondare", "ondare-published", "onties-published")
-SGD_CELL = "qwen-s/dpo/sgd/beta~0.1/seed~0"
+SGD_CELL = "qwen-s/dpo/sgd/beta~0.1_mom~0.9/seed~0"
+SGD_ROW = {"sgd": {"method": "sgd", "momentum": 0.9}}
 built = []  # what sgd_optimizer was given, and what it returned
 
 
 def sgd_optimizer(inputs) -> torch.optim.Optimizer:
-    """The throwaway method's optimizer: plain SGD at the trainer's learning rate."""
-    optimizer = torch.optim.SGD(inputs.params, lr=inputs.adam["lr"])
+    """The throwaway method's optimizer: SGD at the trainer's learning rate, with the cell's momentum."""
+    optimizer = torch.optim.SGD(inputs.params, lr=inputs.adam["lr"], momentum=inputs.spec["momentum"])
     built.append((inputs, optimizer))
     return optimizer
 
 
 @pytest.fixture
 def sgd(monkeypatch):
-    """Plain SGD registered as a regularization method of Table 1 for one test (in a copy of the registry, which
-    the test's end puts back)."""
+    """SGD with momentum, a hyper-parameter no built-in method has, registered as a regularization method of Table
+    1 for one test (in copies of the registries, which the test's end puts back)."""
     monkeypatch.setattr(methods, "_REGISTRY", dict(methods._REGISTRY))
+    monkeypatch.setattr(hyperparameters, "_REGISTRY", dict(hyperparameters._REGISTRY))
+    hyperparameters.register(
+        hyperparameters.Hyperparameter("momentum", "mom", hyperparameters.Bounds(0.0, 1.0, high_open=True), 0.0)
+    )
     method = methods.register(
         methods.Method(
             "sgd",
-            ("beta",),
+            ("beta", "momentum"),
             f"{__name__}:sgd_optimizer",
             "SGD",
             methods.Style("tab:green", linestyle=":"),
@@ -68,7 +73,8 @@ def smoke_with(tmp_path, rows: dict, study_methods: list[str]) -> dict:
 def test_the_built_in_methods_keep_their_names_paths_and_table_rows():
     assert methods.names() == BUILT_IN
     for method in methods.registered():
-        assert re.match(grid.NAME_PATTERN, method.name) and set(method.params) <= set(grid.PATH_KEYS), method.name
+        assert re.match(grid.NAME_PATTERN, method.name), method.name
+        assert set(method.params) <= set(hyperparameters.names()), method.name
     assert [(row.group, row.name, row.label) for row in main_rows()] == [
         ("baseline", "reference", "Reference"),
         ("baseline", "adamw", "AdamW"),
@@ -108,13 +114,32 @@ def test_an_entry_that_refers_to_nothing_is_refused(change, message):
 
 
 def test_a_registered_method_is_planned_by_the_grid(sgd, tmp_path):
-    preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
+    preset = smoke_with(tmp_path, SGD_ROW, ["sgd"])
     cells = [model for model in grid.study_models(preset, "table1") if getattr(model, "method", None) == "sgd"]
     assert [cell.path for cell in cells] == [SGD_CELL]
     assert grid.parse(SGD_CELL) == cells[0]
     settings = grid.training_settings(preset, cells[0])
-    assert settings["optimizer"] == {"name": "sgd"}
+    assert settings["optimizer"] == {"name": "sgd", "momentum": 0.9}
     assert (settings["training"]["beta"], settings["training"]["learning_rate"]) == (0.1, 1e-3)
+
+
+def test_a_registered_hyperparameter_is_validated_searched_and_spelled_in_paths(sgd, tmp_path):
+    """The preset schema takes the new hyper-parameter's range from its entry; a search over it plans one cell per
+    value; a path spelling a value outside its range is refused; the optimizer's settings take it or its default."""
+    from onmerge.training import OptimizerSpec
+
+    with pytest.raises(ValueError, match=r"methods\.sgd\.momentum: 1\.5 is greater than or equal to the maximum of 1"):
+        smoke_with(tmp_path, {"sgd": {"method": "sgd", "momentum": 1.5}}, ["sgd"])
+    searched = smoke_with(tmp_path, {"sgd": {"method": "sgd", "search": {"momentum": [0.0, 0.9]}}}, ["sgd"])
+    cells = [model.path for model in grid.study_models(searched, "table1") if getattr(model, "method", None) == "sgd"]
+    assert cells == ["qwen-s/dpo/sgd/beta~0.1_mom~0/seed~0", SGD_CELL]
+    with pytest.raises(ValueError, match=r"mom~1: momentum must lie in \[0, 1\), got 1"):
+        grid.parse("qwen-s/dpo/sgd/beta~0.1_mom~1/seed~0")
+    with pytest.raises(ValueError, match="optimizer 'sgd': weight has no default, and the cell sets none"):
+        OptimizerSpec("sgd")["weight"]
+    assert OptimizerSpec("sgd")["momentum"] == 0.0  # its default, where a cell sets none
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter 'nesterov' \(one of beta, .*, momentum\)"):
+        OptimizerSpec("sgd", {"nesterov": 1})
 
 
 def test_a_preset_naming_an_unregistered_method_is_refused_before_any_job(tmp_path):
@@ -131,7 +156,7 @@ def test_a_preset_naming_an_unregistered_method_is_refused_before_any_job(tmp_pa
 def test_a_registered_method_trains_a_cell_with_its_optimizer_and_draws_its_curve(sgd, tmp_path):
     from onmerge.training import OptimizerSpec, PreferenceTraining, train_preference
 
-    preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
+    preset = smoke_with(tmp_path, SGD_ROW, ["sgd"])
     settings = grid.training_settings(preset, grid.parse(SGD_CELL))
     base, sft = save_base_and_sft(tmp_path / "models")
     root = tmp_path / "results"
@@ -142,11 +167,12 @@ def test_a_registered_method_trains_a_cell_with_its_optimizer_and_draws_its_curv
         out=root / SGD_CELL / "model",
         training_log=root / SGD_CELL / curves.LOG,
         training=PreferenceTraining(**settings["training"]),
-        optimizer=OptimizerSpec(**settings["optimizer"]),
+        optimizer=OptimizerSpec.from_settings(settings["optimizer"]),
     )
     [(inputs, optimizer)] = built
     assert (inputs.adam["lr"], inputs.seed, inputs.reference_delta) == (1e-3, 0, None)  # it needs no base model
     assert optimizer.param_groups[0]["initial_lr"] == 1e-3, "the trainer scheduled and stepped this optimizer"
+    assert optimizer.param_groups[0]["momentum"] == 0.9, "the cell's value of its own hyper-parameter"
     history = json.loads((root / SGD_CELL / curves.LOG).read_text())["history"]
     assert [entry["step"] for entry in history] == [1, 2], "16 rows in the smoke preset's batches of 8"
 
@@ -161,7 +187,7 @@ def test_a_registered_method_trains_a_cell_with_its_optimizer_and_draws_its_curv
 
 
 def test_a_registered_method_takes_its_row_in_table1(sgd, tmp_path):
-    preset = smoke_with(tmp_path, {"sgd": {"method": "sgd"}}, ["sgd"])
+    preset = smoke_with(tmp_path, SGD_ROW, ["sgd"])
     names = [row.name for row in main_rows()]
     assert names[names.index("lora") + 1 : names.index("linear")] == ["sgd"], "last of Regularization"
     results = Results(pd.DataFrame({"path": [SGD_CELL], "metric": ["benchmark_avg"], "value": [41.5], "stderr": [0.5]}))

@@ -6,8 +6,8 @@ from scipy import stats
 
 from onmerge.aggregate import PAPER_COLUMNS
 from onmerge.items import Items
-from onmerge.paired import MeanMeasure, PairedBootstrap, WinRateMeasure, metric_weights
-from onmerge.toyworld.judge import length_controlled_win_rates
+from onmerge.paired import MeanMeasure, PairedBootstrap, metric_weights
+from onmerge.toyworld.judge import WinRateMeasure, length_controlled_win_rates
 
 
 def column(scores, ids=None) -> MeanMeasure:

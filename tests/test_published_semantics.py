@@ -375,7 +375,8 @@ def folders(tmp_path_factory):
 def build(method: str, folders, trainer: dict | None = None, loss: str = "dpo", **spec) -> Optimizer:
     base, sft = folders
     training = PreferenceTraining(loss=loss, learning_rate=3e-4, weight_decay=0.02, trainer=trainer or {})
-    return build_optimizer(OptimizerSpec(method, **spec), tiny_causal_lm(0), training, base, sft)
+    optimizer = OptimizerSpec.from_settings({"name": method, **spec})
+    return build_optimizer(optimizer, tiny_causal_lm(0), training, base, sft)
 
 
 def group_settings(optimizer: Optimizer) -> set[tuple]:
@@ -438,7 +439,9 @@ def test_the_paper_presets_build_the_published_optimizers(folders, preset_name):
         settings = grid.training_settings(preset, cell)
         training = PreferenceTraining(**{**settings["training"], "bf16": False})  # the tiny model trains in fp32
         base, sft = folders
-        built[row] = build_optimizer(OptimizerSpec(**settings["optimizer"]), tiny_causal_lm(0), training, base, sft)
+        built[row] = build_optimizer(
+            OptimizerSpec.from_settings(settings["optimizer"]), tiny_causal_lm(0), training, base, sft
+        )
     assert type(built["adamw"]) is torch.optim.AdamW
     assert {group["eps"] for optimizer in built.values() for group in optimizer.param_groups} == {1e-8}
     assert type(built["ondare"]) is OnDAREAdamW and type(built["onties"]) is OnTIESAdamW

@@ -122,13 +122,13 @@ def checkpoints(tmp_path_factory) -> tuple[Path, Path]:
 RUNS = {  # name: (optimizer, learning rate, pure bf16, base given)
     "adamw-fp32": (OptimizerSpec("adamw"), 1e-3, False, True),
     "adamw-bf16": (OptimizerSpec("adamw"), 1e-5, True, False),
-    "ondare-bf16": (OptimizerSpec("ondare", reserve_p=0.1, alpha=1e-3), 1e-5, True, True),
-    "onties-fp32": (OptimizerSpec("onties", reserve_p=0.1, alpha=1e-3), 1e-3, False, True),
-    "lora": (OptimizerSpec("lora", lora_rank=4), 1e-3, False, False),
-    "ema": (OptimizerSpec("ema", ema_decay=0.1), 1e-3, False, False),
-    "childtuning": (OptimizerSpec("childtuning", reserve_p=0.5), 1e-3, False, False),
+    "ondare-bf16": (OptimizerSpec("ondare", {"reserve_p": 0.1, "alpha": 1e-3}), 1e-5, True, True),
+    "onties-fp32": (OptimizerSpec("onties", {"reserve_p": 0.1, "alpha": 1e-3}), 1e-3, False, True),
+    "lora": (OptimizerSpec("lora", {"lora_rank": 4}), 1e-3, False, False),
+    "ema": (OptimizerSpec("ema", {"ema_decay": 0.1}), 1e-3, False, False),
+    "childtuning": (OptimizerSpec("childtuning", {"reserve_p": 0.5}), 1e-3, False, False),
     "ondare-published-k2": (
-        OptimizerSpec("ondare", reserve_p=0.1, alpha=1e-3, merge_every=2, published_semantics=True),
+        OptimizerSpec("ondare", {"reserve_p": 0.1, "alpha": 1e-3, "merge_every": 2}, published_semantics=True),
         1e-3,
         False,
         True,
@@ -264,7 +264,7 @@ class KilledAfterStep4(ProgressLines):
 @pytest.mark.parametrize(
     "spec, trainer",
     [
-        (OptimizerSpec("onties", reserve_p=0.1, alpha=1e-3), {}),  # the most to keep: medians, per-entry counts
+        (OptimizerSpec("onties", {"reserve_p": 0.1, "alpha": 1e-3}), {}),  # the most to keep: medians, per-entry counts
         (OptimizerSpec("adamw"), {"optim": "adamw_torch"}),  # torch.optim.AdamW restores its state as floats
     ],
 )
@@ -312,7 +312,7 @@ def test_a_run_resumed_from_a_checkpoint_without_the_recorders_state_leaves_the_
             out=tmp_path / "model",
             training_log=tmp_path / "training_log.json",
             training=PreferenceTraining(learning_rate=1e-3, **TINY),
-            optimizer=OptimizerSpec("ondare", reserve_p=0.1, alpha=1e-3),
+            optimizer=OptimizerSpec("ondare", {"reserve_p": 0.1, "alpha": 1e-3}),
         )
 
     with monkeypatch.context() as patch:

@@ -7,10 +7,9 @@ import jsonschema
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from onmerge.aggregate import CATEGORIES, PAPER_COLUMNS
-from onmerge.config import SCHEMAS, load_preset
+from onmerge.config import load_preset, preset_schema
 from onmerge.grid import all_models
 from onmerge.items import Items
 from onmerge.paired import MeanMeasure, PairedBootstrap
@@ -313,7 +312,7 @@ def test_select_by_picks_the_searched_setting_by_another_metric():
     by_reward = hand_made_tables(results, hand_made_preset() | {"select_by": "mt_bench"})["table4"][0]
     assert cell(by_average, "kl", "mt_bench")["setting"] == "beta=1"
     assert cell(by_reward, "kl", "mt_bench")[["setting", "value"]].tolist() == ["beta=0.01", 9.0]
-    schema = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())
+    schema = preset_schema()
     jsonschema.validate(load_preset("toy") | {"select_by": "mt_bench"}, schema)
     with pytest.raises(jsonschema.ValidationError, match="'math' is not one of"):
         jsonschema.validate(load_preset("toy") | {"select_by": "math"}, schema)

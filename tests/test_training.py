@@ -14,6 +14,7 @@ from onmerge.training import (
     OptimizerSpec,
     PreferenceTraining,
     batch_split,
+    checkpoint_dir,
     last_complete_checkpoint,
     remove_unresumable_checkpoints,
     train_preference,
@@ -43,8 +44,8 @@ def moved(trained: Path, sft: Path) -> float:
 @pytest.mark.parametrize(
     "loss, spec",
     [
-        ("dpo", OptimizerSpec("ondare", reserve_p=0.5, alpha=0.01)),
-        ("ipo", OptimizerSpec("onties", reserve_p=0.5, alpha=0.01)),
+        ("dpo", OptimizerSpec("ondare", {"reserve_p": 0.5, "alpha": 0.01})),
+        ("ipo", OptimizerSpec("onties", {"reserve_p": 0.5, "alpha": 0.01})),
         ("kto", OptimizerSpec("adamw")),
     ],
 )
@@ -82,7 +83,7 @@ def test_ema_cell_saves_the_averaged_weights(checkpoints, tmp_path):
         out=tmp_path / "ema",
         training_log=tmp_path / "ema.json",
         training=training,
-        optimizer=OptimizerSpec("ema", ema_decay=0.01),
+        optimizer=OptimizerSpec("ema", {"ema_decay": 0.01}),
     )
     assert 0 < moved(ema, sft) < 0.1 * moved(adamw, sft)
 
@@ -96,7 +97,7 @@ def test_lora_cell_saves_a_plain_checkpoint_with_the_adapters_merged(checkpoints
         out=tmp_path / "lora",
         training_log=tmp_path / "lora.json",
         training=PreferenceTraining(**TINY),
-        optimizer=OptimizerSpec("lora", lora_rank=4),
+        optimizer=OptimizerSpec("lora", {"lora_rank": 4}),
     )
     trained, before = weights(out), weights(sft)
     assert trained.keys() == before.keys(), "same parameter names as the SFT model: no adapter left"
@@ -258,3 +259,29 @@ def test_tensorboard_events_go_beside_the_cells_model(checkpoints, tmp_path, mon
     _dpo_cell(checkpoints, tmp_path, report_to=["tensorboard"])
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(path.name for path in tmp_path.iterdir()) == ["model", "tensorboard", "training_log.json"]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "base", "digest"),
+    [
+        (OptimizerSpec("ondare", {"reserve_p": 0.1, "alpha": 1e-3}), "/r/base", "ad7cef1e0a0420ef"),
+        (OptimizerSpec("adamw"), None, "aa09ceb701e5e8f0"),
+        (
+            OptimizerSpec("onties", {"reserve_p": 0.1, "alpha": 1e-3, "merge_every": 2}, published_semantics=True),
+            "/r/base",
+            "2e4857a1088f0baa",
+        ),
+    ],
+)
+def test_a_cells_checkpoint_folder_keeps_its_name_across_versions(optimizer, base, digest):
+    """A cell killed mid-run resumes from the folder its settings name. The digests are those of the version before
+    the optimizer's settings took their defaults from `onmerge.hyperparameters`: a run interrupted then resumes."""
+    folder = checkpoint_dir(
+        Path("/r/cell/model"),
+        sft=Path("/r/sft"),
+        base=None if base is None else Path(base),
+        rows=[{"a": 1}],
+        training=PreferenceTraining(),
+        optimizer=optimizer,
+    )
+    assert folder == Path(f"/r/cell/.model.checkpoints-{digest}")

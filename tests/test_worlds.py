@@ -133,6 +133,11 @@ def test_the_toy_judge_writes_the_paper_judges_shape(tmp_path):
     assert provenance["reference_answers_sha256"] == hashlib.sha256(files["reference"].read_bytes()).hexdigest()
     assert (provenance["prompts"], provenance["suite_seed"], provenance["prompts_judged"]) == ("toy_judge", 0, 4)
     assert provenance["wins"] + provenance["ties"] + provenance["losses"] == 4 == len(judged["judgments"])
+    # The verdicts read the judgments back as the world's paired measure, whose value is the file's metric.
+    toy = worlds.get("toy")
+    measure = next(entry for entry in toy.judged if entry.name == "alpacaeval").measure(judged["judgments"])
+    metrics = {toy.paper_metrics().get(name, name): entry["value"] for name, entry in judged["metrics"].items()}
+    assert measure.value == pytest.approx(metrics["alpacaeval2_lc"])
 
 
 def test_only_the_world_files_hold_world_specific_rules():

@@ -91,9 +91,9 @@ def results_table(root: Path, models: list[str], world: World) -> pd.DataFrame:
         identity = {"path": path} | describe(parse(path))
         evaluation = Path(root) / path / "eval"
         measured = _estimates(json.loads((evaluation / "metrics.json").read_text()))
-        for judged in world.judged_benchmarks:  # those the preset judges (a paper preset may configure fewer)
-            if (evaluation / f"{judged}.json").exists():
-                measured |= _estimates(json.loads((evaluation / f"{judged}.json").read_text()))
+        for judged in world.judged:  # those the preset judges (a paper preset may configure fewer)
+            if (evaluation / f"{judged.name}.json").exists():
+                measured |= _estimates(json.loads((evaluation / f"{judged.name}.json").read_text()))
         estimates = {}
         for name, (value, stderr) in measured.items():
             metric = paper_metrics.get(name, name)

@@ -107,7 +107,7 @@ def _train(args: argparse.Namespace) -> None:
             out=args.out,
             training_log=args.training_log,
             training=PreferenceTraining(**settings["training"]),
-            optimizer=OptimizerSpec(**settings["optimizer"]),
+            optimizer=OptimizerSpec.from_settings(settings["optimizer"]),
             rows_from=str(args.preferences),
         )
 
@@ -147,8 +147,8 @@ def _bootstrap(root: Path, metric_names: str):
     """Paired contrasts between the models under `root` (results/<preset>), from their per-item outcomes."""
     from onmerge.paired import PairedBootstrap, read_measures
 
-    metrics = worlds.writing(metric_names).paper_metrics()
-    return PairedBootstrap(lambda path: read_measures(root / path / "eval", metrics))
+    world = worlds.writing(metric_names)
+    return PairedBootstrap(lambda path: read_measures(root / path / "eval", world))
 
 
 @command(

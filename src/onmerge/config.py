@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from onmerge import hyperparameters, methods
 from onmerge.grid import NAME_PATTERN, check_preset
 
 # pip installs a package as a folder, so its resources are files: Snakemake and error messages can name them.
@@ -43,7 +44,7 @@ def preset_path(preset: str) -> Path:
 def load_preset(preset: str) -> dict[str, Any]:
     """The preset, validated by the schema and by `onmerge.grid.check_preset` (names that refer to each other)."""
     path = preset_path(preset)
-    loaded = load_validated(path, SCHEMAS / "preset.schema.yaml")
+    loaded = load_validated(path, preset_schema())
     try:
         check_preset(loaded)
     except ValueError as error:
@@ -133,14 +134,32 @@ def _dotted(where: tuple) -> str:
     return ".".join(str(part) for part in where) or "(top level)"
 
 
-def load_validated(path: Path, schema: Path) -> dict[str, Any]:
-    """A YAML file read strictly (`read_yaml`) and validated against a JSON schema (in YAML); ValueError names the
-    file and the key."""
+def preset_schema() -> dict[str, Any]:
+    """The preset schema (`SCHEMAS/preset.schema.yaml`) with each method hyper-parameter's range filled in from its
+    registry entry (`onmerge.hyperparameters`): the keys a method row may set and the values a search may try. A
+    hyper-parameter is one registry entry, and no copy of its range can drift from the optimizers' own check."""
+    schema = yaml.safe_load((SCHEMAS / "preset.schema.yaml").read_text())
+    taken = {param for method in methods.registered() for param in method.params}
+    params = {entry.name: entry.schema() for entry in hyperparameters.registered() if entry.name in taken}
+    definitions = schema["$defs"]
+    definitions["method_params"] = params
+    definitions["sweep"]["properties"] = {
+        name: {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"$ref": f"#/$defs/method_params/{name}"}}
+        for name in params
+    }
+    row = schema["properties"]["methods"]["additionalProperties"]["properties"]
+    row |= {name: {"$ref": f"#/$defs/method_params/{name}"} for name in params}
+    return schema
+
+
+def load_validated(path: Path, schema: Mapping[str, Any]) -> dict[str, Any]:
+    """A YAML file read strictly (`read_yaml`) and validated against a JSON schema; ValueError names the file and
+    the key."""
     if not path.is_file():
         raise ValueError(f"config file {path} does not exist")
     loaded = read_yaml(path) or {}
     try:
-        jsonschema.validate(loaded, yaml.safe_load(schema.read_text()))
+        jsonschema.validate(loaded, schema)
     except jsonschema.ValidationError as error:
         raise ValueError(f"{path}: {_dotted(tuple(error.absolute_path))}: {_explained(error)}") from None
     return loaded

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from onmerge import methods
+from onmerge import hyperparameters, methods
 from onmerge.figures import FIGSIZE_WIDTH, footer, legend_entries, missing_note, save_png
-from onmerge.grid import PATH_KEYS, TrainCell, study_regimes
+from onmerge.grid import TrainCell, study_regimes
 from onmerge.tables.labels import LABELS, backbone_title, regime_title, row_label
 from onmerge.tables.rows import Candidate, row_candidates
 
@@ -88,7 +88,8 @@ def _label(preset: Mapping[str, Any], row: str, candidate: Candidate, candidates
     settings = [dict(cells[0].params) for cells in candidates]
     differing = [name for name in settings[0] if len({setting[name] for setting in settings}) > 1]
     own = dict(candidate[0].params)
-    return " ".join([row_label(preset, row), *(f"{PATH_KEYS[name]}={own[name]:g}" for name in differing)])
+    spelled = (f"{hyperparameters.get(name).path_key}={own[name]:g}" for name in differing)
+    return " ".join([row_label(preset, row), *spelled])
 
 
 def read_history(root: Path, cell: TrainCell) -> list[dict[str, float]] | None:

@@ -46,8 +46,6 @@ MERGES = tuple(merges.MERGES)
 ROLES = ("base", "sft")
 
 MERGE_PARAMS: dict[str, tuple[str, ...]] = {merge.name: merge.params for merge in merges.MERGES.values()}
-PATH_KEYS = hyperparameters.PATH_KEYS
-_PARAM_OF_KEY = {key: param for param, key in PATH_KEYS.items()}
 # Trainer settings that size a training job (its devices, time and memory): one value per preset, not per regime.
 PER_PRESET_RESOURCES = frozenset({"gpus", "runtime_minutes", "mem_mb"})
 
@@ -114,16 +112,16 @@ def format_value(value: float | int) -> str:
 
 
 def format_params(params: Params) -> str:
-    return "_".join(f"{PATH_KEYS[name]}~{format_value(value)}" for name, value in params)
+    return "_".join(f"{hyperparameters.get(name).path_key}~{format_value(value)}" for name, value in params)
 
 
 def parse_params(text: str, expected: tuple[str, ...], where: str) -> Params:
     """The inverse of `format_params`, checking the keys are exactly `expected`, in order, and each value as
     `path_value` does."""
     pairs = [part.split("~", 1) for part in text.split("_")]
-    names = tuple(_PARAM_OF_KEY.get(key, key) for key, *_ in pairs)
+    names = tuple(hyperparameters.named_by_path_key(key) or key for key, *_ in pairs)
     if names != expected or any(len(pair) != 2 for pair in pairs):
-        wanted = "_".join(f"{PATH_KEYS[name]}~<value>" for name in expected)
+        wanted = "_".join(f"{hyperparameters.get(name).path_key}~<value>" for name in expected)
         raise ValueError(f"{where}: parameters {text!r} should read {wanted}")
     return tuple((name, path_value(name, value, where)) for name, (_, value) in zip(names, pairs, strict=True))
 
@@ -132,11 +130,11 @@ def path_value(name: str, text: str, where: str) -> float | int:
     """A hyper-parameter's value as a hand-written path spells it: a finite number in the range the optimizers and
     trainer accept, written as `format_value` writes it. Another spelling of the same setting (`beta~0.10`) would be
     another cell of identical settings, so it is refused, naming the canonical one."""
-    key = PATH_KEYS[name]
+    key = hyperparameters.get(name).path_key
     try:
         value = _typed(name, text)
     except ValueError:
-        kind = "an integer" if name in hyperparameters.INTEGER_PARAMS else "a number"
+        kind = "an integer" if hyperparameters.get(name).bounds.integer else "a number"
         raise ValueError(f"{where}: {key}~{text} is not {kind}") from None
     if not math.isfinite(value):
         raise ValueError(f"{where}: {key}~{text} is not a finite number")
@@ -294,11 +292,6 @@ def training_of(preset: Mapping[str, Any], regime: str | None) -> dict[str, Any]
     return dict(preset["training"]) | (preset["regimes"][regime] if regime is not None else {})
 
 
-def toy_backbone(preset: Mapping[str, Any], name: str) -> str:
-    """Which toy backbone (onmerge.toyworld.backbones) a toy preset's backbone builds: its `builds`, or its name."""
-    return preset["backbones"][name].get("builds", name)
-
-
 def method_cells(
     preset: Mapping[str, Any],
     name: str,
@@ -384,7 +377,7 @@ def _interpolations(cell: TrainCell, weights) -> Iterator[MergeCell]:
 
 
 def _typed(param: str, value: float | int | str) -> float | int:
-    return int(value) if param in hyperparameters.INTEGER_PARAMS else float(value)
+    return int(value) if hyperparameters.get(param).bounds.integer else float(value)
 
 
 def training_settings(preset: Mapping[str, Any], cell: TrainCell) -> dict[str, dict[str, Any]]:

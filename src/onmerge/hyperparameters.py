@@ -1,4 +1,6 @@
-"""Each hyper-parameter a cell path spells, defined once: its key in the path and the values it may take.
+"""Each hyper-parameter a cell path spells, registered once: its key in the path, the values it may take and its
+default. The grid, the cell paths, the preset schema (`onmerge.config.preset_schema`) and the optimizers' settings
+(`onmerge.training.OptimizerSpec`) read these entries, so a method's new hyper-parameter is one `register` call.
 
 The optimizers refuse a value outside its range when they are built, which is after a training job has loaded its
 models. The preset check (`onmerge.grid.check_preset`) and the parsing of hand-written cell paths (`onmerge.grid.parse`)
@@ -44,32 +46,87 @@ class Bounds:
 
 @dataclass(frozen=True)
 class Hyperparameter:
-    """A hyper-parameter that a cell path spells (`p~0.01`): its key there, and the values it may take."""
+    """A hyper-parameter that a cell path spells (`p~0.01`): its key there, the values it may take, and the value an
+    optimizer takes when a cell does not set it (None: every cell that takes it sets it)."""
 
+    name: str
     path_key: str
     bounds: Bounds
+    default: float | int | None = None
+
+    def schema(self) -> dict[str, object]:
+        """Its range as JSON schema (the preset schema's, `onmerge.config.preset_schema`)."""
+        bounds = self.bounds
+        schema: dict[str, object] = {"type": "integer" if bounds.integer else "number"}
+        schema["exclusiveMinimum" if bounds.low_open else "minimum"] = bounds.low
+        if bounds.high != math.inf:
+            schema["exclusiveMaximum" if bounds.high_open else "maximum"] = bounds.high
+        return schema
 
 
-HYPERPARAMETERS: dict[str, Hyperparameter] = {
-    "beta": Hyperparameter("beta", Bounds(0.0, low_open=True)),  # DPO's KL coefficient
-    "learning_rate": Hyperparameter("lr", Bounds(0.0, 1.0, low_open=True)),
-    "reserve_p": Hyperparameter("p", Bounds(0.0, 1.0, low_open=True)),  # OnDARE, OnTIES, ChildTuning: the share kept
-    "alpha": Hyperparameter("alpha", Bounds(0.0, 1.0, high_open=True)),  # merging weight: 1 would discard every update
-    "merge_every": Hyperparameter("k", Bounds(1, integer=True)),  # step-K gap
-    "ema_decay": Hyperparameter("decay", Bounds(0.0, 1.0, low_open=True)),
-    "lora_rank": Hyperparameter("r", Bounds(1, integer=True)),
-    "density": Hyperparameter("density", Bounds(0.0, 1.0, low_open=True)),  # offline DARE and TIES
-    "weight": Hyperparameter("weight", Bounds(0.0, 1.0)),  # offline merges, interpolation: the RLHF model's share
-}
-BOUNDS: dict[str, Bounds] = {name: entry.bounds for name, entry in HYPERPARAMETERS.items()}
-PATH_KEYS: dict[str, str] = {name: entry.path_key for name, entry in HYPERPARAMETERS.items()}
-INTEGER_PARAMS = frozenset(name for name, entry in HYPERPARAMETERS.items() if entry.bounds.integer)
+_REGISTRY: dict[str, Hyperparameter] = {}
+
+
+def register(hyperparameter: Hyperparameter) -> Hyperparameter:
+    """Add `hyperparameter`; ValueError if its name or path key is taken, or its key cannot be read back from a path
+    (`_` separates a path's hyper-parameters, `~` a key from its value)."""
+    for taken in _REGISTRY.values():
+        if hyperparameter.name == taken.name or hyperparameter.path_key == taken.path_key:
+            raise ValueError(f"hyper-parameter {hyperparameter.name!r}: its name or path key is {taken.name!r}'s")
+    if not hyperparameter.path_key.isalnum() or not hyperparameter.path_key.isascii():
+        key = hyperparameter.path_key
+        raise ValueError(f"hyper-parameter {hyperparameter.name!r}: path key {key!r} is not ASCII letters and digits")
+    if hyperparameter.default is not None and not hyperparameter.bounds.admits(hyperparameter.default):
+        raise ValueError(f"hyper-parameter {hyperparameter.name!r}: its default must {hyperparameter.bounds}")
+    _REGISTRY[hyperparameter.name] = hyperparameter
+    return hyperparameter
+
+
+def get(name: str) -> Hyperparameter:
+    """The hyper-parameter `name`; ValueError naming the known ones if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown hyper-parameter {name!r} (one of {', '.join(_REGISTRY)})") from None
+
+
+def names() -> tuple[str, ...]:
+    """Every hyper-parameter's name, in registration order."""
+    return tuple(_REGISTRY)
+
+
+def registered() -> tuple[Hyperparameter, ...]:
+    """Every hyper-parameter, in registration order."""
+    return tuple(_REGISTRY.values())
+
+
+def named_by_path_key(key: str) -> str | None:
+    """The hyper-parameter a cell path's key spells (`p` -> `reserve_p`), or None."""
+    return next((entry.name for entry in _REGISTRY.values() if entry.path_key == key), None)
 
 
 def check(name: str, value: object) -> None:
     """ValueError saying the range of `name` unless `value` lies in it (NaN and infinities never do)."""
-    if not BOUNDS[name].admits(value):
-        raise ValueError(f"{name} must {BOUNDS[name]}, got {value}")
+    bounds = get(name).bounds
+    if not bounds.admits(value):
+        raise ValueError(f"{name} must {bounds}, got {value}")
+
+
+for _entry in (
+    # The trainer's (onmerge.methods.TRAINER_PARAMS): a cell takes them from its row or the preset's `training`.
+    Hyperparameter("beta", "beta", Bounds(0.0, low_open=True)),  # DPO's KL coefficient
+    Hyperparameter("learning_rate", "lr", Bounds(0.0, 1.0, low_open=True)),
+    # OnDARE, OnTIES, ChildTuning: the share of entries kept
+    Hyperparameter("reserve_p", "p", Bounds(0.0, 1.0, low_open=True), 0.01),
+    # merging weight: 1 would discard every update
+    Hyperparameter("alpha", "alpha", Bounds(0.0, 1.0, high_open=True), 1e-7),
+    Hyperparameter("merge_every", "k", Bounds(1, integer=True), 1),  # step-K gap
+    Hyperparameter("ema_decay", "decay", Bounds(0.0, 1.0, low_open=True), 1e-3),
+    Hyperparameter("lora_rank", "r", Bounds(1, integer=True), 8),
+    Hyperparameter("density", "density", Bounds(0.0, 1.0, low_open=True)),  # offline DARE and TIES
+    Hyperparameter("weight", "weight", Bounds(0.0, 1.0)),  # offline merges, interpolation: the RLHF model's share
+):
+    register(_entry)
 
 
 def split_batch(global_batch: int, per_device: int | None, processes: int) -> tuple[int, int]:

@@ -5,7 +5,9 @@ A method is what `methods.<row>.method` names in a preset: its hyper-parameters 
 how its optimizer is built, whether it needs the base model, where Table 1 places it and how the figures draw it.
 The preset check, the grid, the training job, the tables, figures, curves and verdicts and the workflow read these
 entries, so adding a method is one `register(Method(...))` below plus its optimizer: a factory that takes
-`onmerge.training.OptimizerInputs` and returns a `torch.optim.Optimizer`.
+`onmerge.training.OptimizerInputs` and returns a `torch.optim.Optimizer`, reading its hyper-parameters' values as
+`inputs.spec["name"]`. A hyper-parameter no method has yet is one more entry, in `onmerge.hyperparameters` (its path
+key, range and default); the preset schema takes its range from there.
 
 This module imports nothing heavy: Snakemake reads it while it parses the workflow (through `onmerge.grid`), so an
 entry names its factory by dotted path, imported only when a training job builds its optimizer.
@@ -19,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from onmerge.hyperparameters import BOUNDS
+from onmerge import hyperparameters
 
 # Hyper-parameters that the trainer takes, not the optimizer (DPO's beta, the learning rate): a method that lists one
 # takes it from the preset's `training` unless its row (or a search) sets it. The rest go to the optimizer.
@@ -85,7 +87,7 @@ def register(method: Method) -> Method:
     """Add `method`; ValueError if its name is taken or an entry refers to nothing."""
     if method.name in _REGISTRY:
         raise ValueError(f"method {method.name!r} is already registered")
-    unknown = [param for param in method.params if param not in BOUNDS]
+    unknown = [param for param in method.params if param not in hyperparameters.names()]
     if unknown:
         raise ValueError(f"method {method.name!r}: no hyper-parameter {', '.join(unknown)} (onmerge.hyperparameters)")
     if "beta" not in method.params:

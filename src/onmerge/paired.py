@@ -13,9 +13,10 @@ two-level bootstrap, in each resample:
   the same draw for every model (the pairing), and separately per column (a stratified bootstrap), so that the
   paper's aggregation (columns -> categories -> Benchmark Avg., `onmerge.aggregate`) is respected: a category or the
   Benchmark Avg. is the same linear combination of column means in every resample.
-- the length-controlled win rate (toy) refits its logistic model in every resample (`toyworld.judge`); the paper's
-  AlpacaEval 2.0 LC resamples alpaca_eval's per-instruction predicted preferences (its own standard error's
-  reading), since refitting its cross-validated GLM thousands of times per model would cost hours.
+- a judged benchmark is resampled as its world reads it (`World.judged`): the toy length-controlled win rate refits
+  its logistic model in every resample (`toyworld.judge.WinRateMeasure`); the paper's AlpacaEval 2.0 LC resamples
+  alpaca_eval's per-instruction predicted preferences (its own standard error's reading), since refitting its
+  cross-validated GLM thousands of times per model would cost hours; MT-Bench is a mean over questions.
 The interval is the percentile interval of the resampled contrast. Item draws depend only on the measure's name and
 the resample, seed draws only on the contrast, all from fixed seeds: a rerun gives the same bytes.
 
@@ -35,8 +36,9 @@ from typing import Protocol
 import numpy as np
 
 from onmerge.aggregate import CATEGORIES, PAPER_COLUMNS
-from onmerge.items import ITEMS_FILE, Items, positions, read_items
+from onmerge.items import ITEMS_FILE, Items, read_items
 from onmerge.seeding import stable_seed
+from onmerge.worlds import World
 
 RESAMPLES = 10_000
 BOOTSTRAP_SEED = 20240528  # the paper's arXiv date: any fixed number would do
@@ -83,32 +85,6 @@ class MeanMeasure:
         return MeanMeasure(self.items.aligned(ids), self.scale)
 
 
-@dataclass(frozen=True)
-class WinRateMeasure:
-    """The toy AlpacaEval 2.0 LC win rate against the SFT model: per prompt an outcome and a length difference."""
-
-    ids: tuple[str, ...]
-    outcomes: np.ndarray
-    length_differences: np.ndarray
-
-    @property
-    def value(self) -> float:
-        return float(self._win_rates(self.outcomes, self.length_differences))
-
-    def resampled(self, draws: np.ndarray) -> np.ndarray:
-        return self._win_rates(self.outcomes[draws], self.length_differences[draws])
-
-    @staticmethod
-    def _win_rates(outcomes: np.ndarray, length_differences: np.ndarray) -> np.ndarray:
-        from onmerge.toyworld.judge import length_controlled_win_rates
-
-        return length_controlled_win_rates(outcomes, length_differences)
-
-    def aligned(self, ids: tuple[str, ...]) -> WinRateMeasure:
-        order = positions(self.ids, ids)
-        return WinRateMeasure(ids, self.outcomes[order], self.length_differences[order])
-
-
 # Every metric a verdict or Table 1 compares, as a linear combination of measures (the paper's aggregation rule).
 def metric_weights(metric: str) -> dict[str, float]:
     """The measures a metric averages and their weights: a column is itself, a category the mean of its columns,
@@ -126,54 +102,20 @@ def metric_weights(metric: str) -> dict[str, float]:
     raise ValueError(f"no paired estimate for metric {metric!r}")
 
 
-def read_measures(evaluation: Path, paper_metrics: Mapping[str, str]) -> dict[str, Measure]:
-    """A model's measures from its eval folder: the 14 columns (percent) and MT-Bench from `items.json.gz`, the LC
-    win rate from the judged file (toy `alpacaeval.json`: outcomes; paper: alpaca_eval's per-instruction
-    preferences), MT-Bench from the paper's judge file (one item per question: the mean of its rated turns)."""
+def read_measures(evaluation: Path, world: World) -> dict[str, Measure]:
+    """A model's measures from its eval folder: the 14 columns (percent), and the toy MT-Bench, from
+    `items.json.gz`; each judged benchmark from its judged file, as its world reads it (`World.judged`)."""
+    paper_metrics = world.paper_metrics()
     measures: dict[str, Measure] = {}
     for name, items in read_items(Path(evaluation) / ITEMS_FILE).items():
         metric = paper_metrics.get(name, name)
         if metric in PAPER_COLUMNS or metric == "mt_bench":
             measures[metric] = MeanMeasure(items, 100.0 if metric in PAPER_COLUMNS else 1.0)
-    mt_bench = Path(evaluation) / "mt_bench.json"
-    if mt_bench.exists():
-        measures["mt_bench"] = MeanMeasure(_mt_bench_items(json.loads(mt_bench.read_text())["judgments"]))
-    alpacaeval = Path(evaluation) / "alpacaeval.json"
-    if alpacaeval.exists():
-        judgments = json.loads(alpacaeval.read_text())["judgments"]
-        measures["alpacaeval2_lc"] = _win_rate_measure(judgments)
+    for judged in world.judged:
+        path = Path(evaluation) / f"{judged.name}.json"
+        if path.exists():
+            measures[judged.metric] = judged.measure(json.loads(path.read_text())["judgments"])
     return measures
-
-
-def _mt_bench_items(judgments: Sequence[Mapping]) -> Items:
-    """One item per question (its two turns are not independent): the mean rating of its rated turns, weighted by
-    their number, so that the items' weighted mean is MT-Bench's mean over rated turns."""
-    ratings: dict[str, list[float]] = {}
-    for judgment in judgments:
-        if judgment["score"] is not None:
-            ratings.setdefault(str(judgment["question_id"]), []).append(float(judgment["score"]))
-    ids = tuple(sorted(ratings))
-    return Items(
-        ids,
-        np.asarray([np.mean(ratings[item]) for item in ids]),
-        np.asarray([float(len(ratings[item])) for item in ids]),
-    )
-
-
-def _win_rate_measure(judgments: Sequence[Mapping]) -> Measure:
-    if judgments and "outcome" in judgments[0]:  # the toy judge: refit in every resample
-        return WinRateMeasure(
-            tuple(str(j["id"]) for j in judgments),
-            np.asarray([float(j["outcome"]) for j in judgments]),
-            np.asarray([float(j["length_difference"]) for j in judgments]),
-        )
-    rows = [j for j in judgments if j.get("glm_preference") is not None]  # alpaca_eval: predicted at zero length
-    items = Items(
-        tuple(str(j["index"]) for j in rows),
-        np.asarray([float(j["glm_preference"]) for j in rows]),
-        np.ones(len(rows)),
-    )
-    return MeanMeasure(items, 100.0)
 
 
 @dataclass(frozen=True)

@@ -29,10 +29,9 @@ from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainerCallback
 from trl import DPOConfig, DPOTrainer, KTOConfig, KTOTrainer
 
-from onmerge import methods, trainer_config
+from onmerge import hyperparameters, methods, trainer_config
 from onmerge.atomic import atomic_dir, write_json
 from onmerge.checkpoints import check_model_folder
-from onmerge.hyperparameters import split_batch
 from onmerge.optim import ChildTuningAdamW, EMAAdamW, LegacyAdamW, OnDAREAdamW, OnTIESAdamW, task_vector
 from onmerge.optim.sharding import fsdp_windows
 from onmerge.preferences import check_rows
@@ -61,8 +60,8 @@ Loss = Literal["dpo", "ipo", "kto"]
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """Which optimizer a cell trains with (a method's `optimizer`, `onmerge.methods`), and its own hyper-parameters
-    (the others are ignored).
+    """Which optimizer a cell trains with (a method's `optimizer`, `onmerge.methods`) and the values of its
+    hyper-parameters; one it does not set takes its default (`onmerge.hyperparameters`).
 
     A method with `lora_adapters` trains LoRA adapters on every linear layer, with LLaMA-Factory's defaults (the
     paper's trainer): lora_alpha = 2 x rank, no dropout; the adapters are merged into the weights when the model is
@@ -71,12 +70,40 @@ class OptimizerSpec:
     """
 
     name: str = "adamw"
-    reserve_p: float = 0.01
-    alpha: float = 1e-7
-    merge_every: int = 1
-    ema_decay: float = 1e-3
-    lora_rank: int = 8
+    values: Mapping[str, float | int] = dataclasses.field(default_factory=dict)
     published_semantics: bool = False
+
+    def __post_init__(self) -> None:
+        for name in self.values:
+            hyperparameters.get(name)  # ValueError naming the known ones
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> OptimizerSpec:
+        """From a training job's `optimizer` settings (`onmerge.grid.training_settings`): its `name`, its
+        `published_semantics` where set, and its hyper-parameters' values."""
+        values = {key: value for key, value in settings.items() if key not in ("name", "published_semantics")}
+        return cls(settings["name"], values, bool(settings.get("published_semantics", False)))
+
+    def __getitem__(self, name: str) -> float | int:
+        """The value of hyper-parameter `name`: the cell's, else its default."""
+        if name in self.values:
+            return self.values[name]
+        default = hyperparameters.get(name).default
+        if default is None:
+            raise ValueError(f"optimizer {self.name!r}: {name} has no default, and the cell sets none")
+        return default
+
+    def identity(self) -> dict[str, Any]:
+        """Every setting, defaults filled in (each optimizer hyper-parameter's, whichever optimizer this is): what
+        a cell's checkpoint folder is named by, so the same settings always find the same folder."""
+        known = [
+            entry.name
+            for entry in hyperparameters.registered()
+            if entry.default is not None or entry.name in self.values
+        ]
+        return {"name": self.name, "published_semantics": self.published_semantics} | {
+            name: self[name] for name in known
+        }
 
 
 @dataclass(frozen=True)
@@ -151,11 +178,11 @@ def adamw_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
 
 
 def childtuning_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
-    return ChildTuningAdamW(inputs.params, reserve_p=inputs.spec.reserve_p, seed=inputs.seed, **inputs.adam)
+    return ChildTuningAdamW(inputs.params, reserve_p=inputs.spec["reserve_p"], seed=inputs.seed, **inputs.adam)
 
 
 def ema_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
-    return EMAAdamW(inputs.params, ema_decay=inputs.spec.ema_decay, **inputs.adam)
+    return EMAAdamW(inputs.params, ema_decay=inputs.spec["ema_decay"], **inputs.adam)
 
 
 def ondare_optimizer(inputs: OptimizerInputs) -> torch.optim.Optimizer:
@@ -171,9 +198,9 @@ def _online(optimizer_class: type[OnDAREAdamW | OnTIESAdamW], inputs: OptimizerI
     return optimizer_class(
         inputs.params,
         reference_delta=inputs.reference_delta,
-        reserve_p=spec.reserve_p,
-        alpha=spec.alpha,
-        merge_every=spec.merge_every,
+        reserve_p=spec["reserve_p"],
+        alpha=spec["alpha"],
+        merge_every=spec["merge_every"],
         seed=inputs.seed,
         published_semantics=spec.published_semantics,
         windows=fsdp_windows(inputs.model),
@@ -210,7 +237,7 @@ def train_preference(
     passed = dict(training.trainer)
     loading = dict(passed.pop("model_init_kwargs", None) or {})
     loading["dtype"] = torch.bfloat16 if training.bf16 else torch.float32
-    lora_rank = optimizer.lora_rank if method.lora_adapters else None
+    lora_rank = optimizer["lora_rank"] if method.lora_adapters else None
     load_policy = functools.partial(_load_policy, sft, loading, lora_rank)
     policy = load_policy()
     # LoRA: trl scores the reference with the adapters switched off
@@ -363,7 +390,7 @@ def checkpoint_dir(
         "base": None if base is None else str(Path(base).resolve()),
         "rows": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest(),
         "training": dataclasses.asdict(training),
-        "optimizer": dataclasses.asdict(optimizer),
+        "optimizer": optimizer.identity(),
     }
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return out.with_name(f".{out.name}.checkpoints-{digest}")
@@ -441,4 +468,4 @@ def _lora_config(rank: int) -> LoraConfig:
 def batch_split(training: PreferenceTraining) -> tuple[int, int]:
     """(per-device batch, gradient accumulation steps) giving the global batch over this run's processes."""
     processes = int(os.environ.get("WORLD_SIZE", "1"))
-    return split_batch(training.batch_size, training.per_device_batch_size, processes)
+    return hyperparameters.split_batch(training.batch_size, training.per_device_batch_size, processes)

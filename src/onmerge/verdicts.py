@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from onmerge.grid import Checkpoint, study_regimes, toy_backbone, training_of
+from onmerge import worlds
+from onmerge.grid import Checkpoint, study_regimes, training_of
 from onmerge.paired import PairedBootstrap, Term
 from onmerge.tables.labels import LABELS, row_label
 from onmerge.tables.published import published_backbone, read_published
@@ -529,6 +530,7 @@ def between_worlds(context: Context, bootstrap: PairedBootstrap) -> pd.DataFrame
     bootstrap interval (both worlds are scored on the same items, so the contrast is paired). Empty for a preset
     with one world per backbone."""
     preset = context.preset
+    world = worlds.of(preset)
     records = []
     for claim in CLAIMS:
         study = next((name for name in claim.studies if name in preset["studies"]), None)
@@ -539,7 +541,7 @@ def between_worlds(context: Context, bootstrap: PairedBootstrap) -> pd.DataFrame
             comparisons.setdefault((comparison.label, comparison.metric), []).append(comparison)
         for (label, metric), instances in comparisons.items():
             for first, other in itertools.combinations(instances, 2):
-                if toy_backbone(preset, first.backbone) != toy_backbone(preset, other.backbone):
+                if world.builds(preset, first.backbone) != world.builds(preset, other.backbone):
                     continue
                 terms = (*first.terms, *((-weight, models) for weight, models in other.terms))
                 estimate = bootstrap.contrast(terms, metric)
@@ -586,9 +588,9 @@ RULE = (
 )
 
 
-def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFrame | None = None) -> list[Part]:
-    """The verdicts as headings, bullets and grids: a summary, each claim's comparisons, then (given `worlds`) how
-    much the headline effects move between worlds."""
+def document(frame: pd.DataFrame, preset: Mapping[str, Any], across: pd.DataFrame | None = None) -> list[Part]:
+    """The verdicts as headings, bullets and grids: a summary, each claim's comparisons, then (given `across`,
+    `between_worlds`) how much the headline effects move between worlds."""
     statements = {claim.id: claim.statement for claim in CLAIMS}
     parts: list[Part] = [("heading", f"Verdicts: the paper's claims — preset `{preset['name']}`")]
     parts += [("bullet", line) for line in RULE]
@@ -627,10 +629,10 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFram
         title = f"{claim_id} — {first['verdict']} (level {first['level']:.4f} per comparison): {statements[claim_id]}"
         header = ["Backbone", "Comparison", "Metric", "Paper's side", "Outcome", "Seeds", "Ours [interval]", "Paper"]
         parts.append(Grid(title, header, lines, 3))
-    if worlds is not None and len(worlds):
+    if across is not None and len(across):
         parts += [("heading", "Between worlds: how much a rebuilt backbone moves each effect"), ("bullet", WORLDS_NOTE)]
         lines = []
-        for record in worlds.to_dict("records"):
+        for record in across.to_dict("records"):
             digits = DIGITS.get(record["metric"], 2)
             cells = [
                 record["claim"],
@@ -648,13 +650,13 @@ def document(frame: pd.DataFrame, preset: Mapping[str, Any], worlds: pd.DataFram
     return parts
 
 
-def write(frame: pd.DataFrame, preset: Mapping[str, Any], out_dir: Path, worlds: pd.DataFrame) -> None:
+def write(frame: pd.DataFrame, preset: Mapping[str, Any], out_dir: Path, across: pd.DataFrame) -> None:
     """`verdicts.md`, `verdicts.csv` (one record per comparison), `verdicts_worlds.csv` (`between_worlds`) and
     `verdicts.html` (the report's), atomically."""
     from onmerge.atomic import write_text
 
-    parts = document(frame, preset, worlds)
+    parts = document(frame, preset, across)
     write_text(Path(out_dir) / "verdicts.md", markdown(parts))
     write_text(Path(out_dir) / "verdicts.csv", frame.to_csv(index=False))
-    write_text(Path(out_dir) / "verdicts_worlds.csv", worlds.to_csv(index=False))
+    write_text(Path(out_dir) / "verdicts_worlds.csv", across.to_csv(index=False))
     write_text(Path(out_dir) / "verdicts.html", html(parts))

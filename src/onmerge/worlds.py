@@ -25,6 +25,26 @@ from typing import Any
 from onmerge.toyworld.backbones import BACKBONES
 
 
+def _imported(dotted: str) -> Any:
+    """`module:attribute`, imported."""
+    module, _, attribute = dotted.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A judged benchmark: its file `<name>.json` in an eval folder, the paper's column it gives, and how its
+    per-prompt judgments become a paired measure (`onmerge.paired.Measure`) for the verdicts' intervals."""
+
+    name: str
+    metric: str  # onmerge.aggregate.JUDGED
+    measure_from: str  # `module:function` taking the file's `judgments` list
+
+    def measure(self, judgments: Any) -> Any:
+        """The paired measure of one model's judgments (an `onmerge.paired.Measure`)."""
+        return _imported(self.measure_from)(judgments)
+
+
 @dataclass(frozen=True)
 class World:
     """What differs between the worlds; one registered instance per preset `kind`."""
@@ -34,7 +54,7 @@ class World:
     # (a rule param, so spelled as it always was) and that `onmerge failures` takes.
     metric_names: str
     paper_metrics_from: str  # `module:attribute` of its metric names -> the paper's columns (onmerge.aggregate)
-    judged_benchmarks: tuple[str, ...]  # the judged benchmarks an eval folder may hold, each as `<name>.json`
+    judged: tuple[Judged, ...]  # the judged benchmarks an eval folder may hold
     rules: str  # the workflow file with its rules, relative to the Snakefile
     training_threads: int  # torch threads of a training job (the toy's tiny models run fastest on one)
     judge_components: bool  # its judge scores content, language and manner apart (the `judge` table)
@@ -45,12 +65,24 @@ class World:
 
     def paper_metrics(self) -> dict[str, str]:
         """Its evaluations' metric names -> the paper's columns (`onmerge.aggregate.PAPER_COLUMNS`, `JUDGED`)."""
-        module, _, attribute = self.paper_metrics_from.partition(":")
-        return getattr(importlib.import_module(module), attribute)
+        return _imported(self.paper_metrics_from)
 
     def judged_files(self, preset: Mapping[str, Any]) -> list[str]:
         """The judged files a finished evaluation of one of the preset's models leaves beside `metrics.json`."""
-        return [f"{name}.json" for name in self.judged_benchmarks]
+        return [f"{judged.name}.json" for judged in self.judged]
+
+    def builds(self, preset: Mapping[str, Any], backbone: str) -> str:
+        """The backbone whose models a preset's backbone builds or fetches: two that build the same one are two
+        worlds of it (the verdicts compare their effects)."""
+        return backbone
+
+    def published_backbone(self, preset: Mapping[str, Any], backbone: str) -> str:
+        """The paper's name for a backbone (`backbone` in results/paper/*.csv), whose published numbers it faces."""
+        return backbone
+
+    def backbone_title(self, preset: Mapping[str, Any], backbone: str) -> str:
+        """A backbone as tables and figures name it."""
+        return backbone
 
     def checkpoint_seed(self, preset: Mapping[str, Any], backbone: str) -> int | None:
         """The seed a backbone's base and SFT models are built from; None where they are fetched."""
@@ -75,10 +107,24 @@ class ToyWorld(World):
         CPU of another kind also does: its floats differ)."""
         return preset["backbones"][backbone].get("seed", preset["world"]["seed"])
 
+    def builds(self, preset: Mapping[str, Any], backbone: str) -> str:
+        """The toy backbone (`onmerge.toyworld.backbones`) it builds: its `builds`, or its own name."""
+        return preset["backbones"][backbone].get("builds", backbone)
+
+    def published_backbone(self, preset: Mapping[str, Any], backbone: str) -> str:
+        """The paper's backbone it `mirrors` (`Qwen1.5-7B` -> `qwen1.5-7b`, `Meta-Llama-3-8B` -> `llama-3-8b`)."""
+        mirrors = preset["backbones"][backbone].get("mirrors")
+        return mirrors.lower().removeprefix("meta-") if mirrors else backbone
+
+    def backbone_title(self, preset: Mapping[str, Any], backbone: str) -> str:
+        """Its name, and which of the paper's backbones it mirrors."""
+        mirrors = preset["backbones"][backbone].get("mirrors")
+        return f"{backbone} (toy, mirrors {mirrors})" if mirrors else backbone
+
     def check(self, preset: Mapping[str, Any]) -> None:
         """Every backbone builds one of the toy backbones (`onmerge.toyworld.backbones`)."""
         for name, backbone in preset["backbones"].items():
-            if backbone.get("builds", name) not in BACKBONES:
+            if self.builds(preset, name) not in BACKBONES:
                 where = f"backbones.{name}" + (".builds" if "builds" in backbone else "")
                 raise ValueError(f"{where}: a toy world builds only {', '.join(sorted(BACKBONES))}")
 
@@ -142,7 +188,8 @@ register(
         kind="toy",
         metric_names="toy",
         paper_metrics_from="onmerge.toyworld.world:PAPER_METRICS",
-        judged_benchmarks=("alpacaeval",),  # toy MT-Bench is a task of its lm-eval run, in metrics.json
+        # The toy MT-Bench is a task of its lm-eval run (metrics.json, items.json.gz), not a judged file.
+        judged=(Judged("alpacaeval", "alpacaeval2_lc", "onmerge.toyworld.judge:win_rate_measure"),),
         rules="workflow/rules/worlds/toy.smk",
         training_threads=1,
         judge_components=True,
@@ -155,7 +202,10 @@ register(
         kind="paper",
         metric_names="lm-eval",
         paper_metrics_from="onmerge.lm_evaluation:PAPER_METRICS",
-        judged_benchmarks=("mt_bench", "alpacaeval"),
+        judged=(
+            Judged("mt_bench", "mt_bench", "onmerge.judges.mt_bench:question_measure"),
+            Judged("alpacaeval", "alpacaeval2_lc", "onmerge.judges.alpacaeval:preference_measure"),
+        ),
         rules="workflow/rules/worlds/paper.smk",
         training_threads=8,
         judge_components=False,

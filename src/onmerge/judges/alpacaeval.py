@@ -42,7 +42,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onmerge.atomic import write_json
 from onmerge.judges.endpoint import (
@@ -57,6 +57,9 @@ from onmerge.judges.endpoint import (
 from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records, read_source
 from onmerge.judges.transport import public_url
 from onmerge.progress import Progress
+
+if TYPE_CHECKING:
+    from onmerge.paired import MeanMeasure
 
 JUDGE_MODEL = "gpt-4-1106-preview"  # the paper's AlpacaEval 2.0 judge (alpaca_eval's weighted_alpaca_eval_gpt4_turbo)
 INSTRUCTION_COUNT = 805
@@ -511,3 +514,19 @@ def judge_file(
     }
     write_json(out, {"metrics": metrics, "provenance": provenance | judging, "judgments": records})
     return client
+
+
+def preference_measure(judgments: Sequence[Mapping]) -> MeanMeasure:
+    """One model's judgments as a paired measure (`onmerge.paired.Measure`, `onmerge.worlds.Judged`): alpaca_eval's
+    per-instruction preference predicted at zero length difference (`glm_preference`), in percent; resampling these
+    is alpaca_eval's own standard error's reading, where refitting the cross-validated GLM per resample would take
+    hours."""
+    import numpy as np
+
+    from onmerge.items import Items
+    from onmerge.paired import MeanMeasure
+
+    rows = [judgment for judgment in judgments if judgment.get("glm_preference") is not None]
+    ids = tuple(str(judgment["index"]) for judgment in rows)
+    preferences = np.asarray([float(judgment["glm_preference"]) for judgment in rows])
+    return MeanMeasure(Items(ids, preferences, np.ones(len(rows))), 100.0)

@@ -27,7 +27,7 @@ import re
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onmerge.atomic import write_json
 from onmerge.judges.endpoint import (
@@ -41,6 +41,9 @@ from onmerge.judges.endpoint import (
 )
 from onmerge.judges.sources import SourceText, full_set_or_subset, read_answers, read_records
 from onmerge.progress import Progress
+
+if TYPE_CHECKING:
+    from onmerge.paired import MeanMeasure
 
 JUDGE_MODEL = "gpt-4"  # the paper's MT-Bench judge (FastChat's default)
 QUESTION_COUNT = 80
@@ -421,3 +424,21 @@ def judge_file(
     provenance |= answers_record | {"limit": limit}
     write_json(out, {"metrics": metrics, "provenance": provenance | judging, "judgments": records})
     return client
+
+
+def question_measure(judgments: Sequence[Mapping]) -> MeanMeasure:
+    """One model's judgments as a paired measure (`onmerge.paired.Measure`, `onmerge.worlds.Judged`): one item per
+    question, since its two turns are not independent, scored by the mean rating of its rated turns and weighted by
+    their number, so that the items' weighted mean is MT-Bench's mean over rated turns."""
+    import numpy as np
+
+    from onmerge.items import Items
+    from onmerge.paired import MeanMeasure
+
+    ratings: dict[str, list[float]] = {}
+    for judgment in judgments:
+        if judgment["score"] is not None:
+            ratings.setdefault(str(judgment["question_id"]), []).append(float(judgment["score"]))
+    ids = tuple(sorted(ratings))
+    scores = np.asarray([np.mean(ratings[item]) for item in ids])
+    return MeanMeasure(Items(ids, scores, np.asarray([float(len(ratings[item])) for item in ids])))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from onmerge import methods
+from onmerge import methods, worlds
 from onmerge.grid import training_of
 from onmerge.tables.rows import NON_METHOD_ROWS
 
@@ -68,9 +68,8 @@ def row_label(preset: Mapping[str, Any], row: str) -> str:
 
 
 def backbone_title(preset: Mapping[str, Any], backbone: str) -> str:
-    """A backbone as tables and figures name it: a toy one says which of the paper's it mirrors."""
-    mirrors = preset["backbones"][backbone].get("mirrors")
-    return f"{backbone} (toy, mirrors {mirrors})" if mirrors else backbone
+    """A backbone as tables and figures name it (a toy one says which of the paper's it mirrors)."""
+    return worlds.of(preset).backbone_title(preset, backbone)
 
 
 def regime_title(preset: Mapping[str, Any], regime: str) -> str:

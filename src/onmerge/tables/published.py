@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from onmerge import worlds
 from onmerge.aggregate import PAPER_COLUMNS
 from onmerge.tables import PAPER_FILES
 from onmerge.tables.frames import MAIN_COLUMNS, OK, PUBLISHED, SWEEP_COLUMNS, differences, table_record
@@ -17,8 +18,7 @@ from onmerge.tables.rows import main_rows
 
 def published_backbone(preset: Mapping[str, Any], backbone: str) -> str:
     """The paper's name of a backbone (results/paper/*.csv): itself, or for the toy world the one it mirrors."""
-    mirrors = preset["backbones"][backbone].get("mirrors")
-    return mirrors.lower().removeprefix("meta-") if mirrors else backbone
+    return worlds.of(preset).published_backbone(preset, backbone)
 
 
 def read_published(paper_dir: Path, table: str) -> pd.DataFrame:

@@ -23,10 +23,12 @@ from __future__ import annotations
 import json
 import random
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from onmerge.items import positions
 from onmerge.toyworld.world import (
     CLOSING,
     CODE_TASKS,
@@ -230,3 +232,33 @@ def _fit_logistic(targets: np.ndarray, feature: np.ndarray, steps: int = 50) -> 
         theta = theta + (h_gg * g_theta - h_tg * g_gamma) / determinant
         gamma = gamma + (h_tt * g_gamma - h_tg * g_theta) / determinant
     return theta, gamma
+
+
+@dataclass(frozen=True)
+class WinRateMeasure:
+    """The toy AlpacaEval 2.0 LC win rate against the SFT model, as a paired measure (`onmerge.paired.Measure`): per
+    prompt an outcome and a length difference, the logistic model refitted in every resample."""
+
+    ids: tuple[str, ...]
+    outcomes: np.ndarray
+    length_differences: np.ndarray
+
+    @property
+    def value(self) -> float:
+        return float(length_controlled_win_rates(self.outcomes, self.length_differences))
+
+    def resampled(self, draws: np.ndarray) -> np.ndarray:
+        return length_controlled_win_rates(self.outcomes[draws], self.length_differences[draws])
+
+    def aligned(self, ids: tuple[str, ...]) -> WinRateMeasure:
+        order = positions(self.ids, ids)
+        return WinRateMeasure(ids, self.outcomes[order], self.length_differences[order])
+
+
+def win_rate_measure(judgments: Sequence[Mapping]) -> WinRateMeasure:
+    """The paired measure of one model's `alpacaeval.json` judgments (`onmerge.worlds.Judged`)."""
+    return WinRateMeasure(
+        tuple(str(judgment["id"]) for judgment in judgments),
+        np.asarray([float(judgment["outcome"]) for judgment in judgments]),
+        np.asarray([float(judgment["length_difference"]) for judgment in judgments]),
+    )

@@ -6,7 +6,7 @@ from onmerge.toyworld.backbones import BACKBONES
 
 TOY_WORLD = PRESET["world"]  # its scale, seed, preference pairs and documents per benchmark column
 # Each backbone's architecture: that of the toy backbone it builds (a second world's qwen-s builds qwen-s).
-ARCH = {name: BACKBONES[grid.toy_backbone(PRESET, name)].arch for name in PRESET["backbones"]}
+ARCH = {name: BACKBONES[WORLD.builds(PRESET, name)].arch for name in PRESET["backbones"]}
 
 
 # Stage 1: each backbone's pre-trained model and its SFT model, under results/<preset>/<backbone>/{base,sft}/model.
@@ -40,7 +40,7 @@ rule toy_base:
     benchmark:
         f"{BENCHMARKS}/{{backbone}}/base.tsv"
     params:
-        builds=lambda wildcards: grid.toy_backbone(PRESET, wildcards.backbone),
+        builds=lambda wildcards: WORLD.builds(PRESET, wildcards.backbone),
         scale=TOY_WORLD["scale"],
         seed=lambda wildcards: WORLD.checkpoint_seed(PRESET, wildcards.backbone),
     threads: 1
