@@ -92,8 +92,9 @@ def results_table(root: Path, models: list[str], world: World) -> pd.DataFrame:
         evaluation = Path(root) / path / "eval"
         measured = _estimates(json.loads((evaluation / "metrics.json").read_text()))
         for judged in world.judged:  # those the preset judges (a paper preset may configure fewer)
-            if (evaluation / f"{judged.name}.json").exists():
-                measured |= _estimates(json.loads((evaluation / f"{judged.name}.json").read_text()))
+            judged_file = evaluation / f"{judged.name}.json"
+            if judged_file.exists():
+                measured |= _estimates(json.loads(judged_file.read_text()))
         estimates = {}
         for name, (value, stderr) in measured.items():
             metric = paper_metrics.get(name, name)
