@@ -18,11 +18,14 @@ by dotted path and imported when asked for.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from onmerge.toyworld.backbones import BACKBONES
+
+if TYPE_CHECKING:
+    from onmerge.paired import Measure
 
 
 def _imported(dotted: str) -> Any:
@@ -40,8 +43,8 @@ class Judged:
     metric: str  # onmerge.aggregate.JUDGED
     measure_from: str  # `module:function` taking the file's `judgments` list
 
-    def measure(self, judgments: Any) -> Any:
-        """The paired measure of one model's judgments (an `onmerge.paired.Measure`)."""
+    def measure(self, judgments: Sequence[Mapping[str, Any]]) -> Measure:
+        """The paired measure of one model's judgments."""
         return _imported(self.measure_from)(judgments)
 
 
