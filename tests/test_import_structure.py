@@ -230,14 +230,18 @@ def test_only_the_adapters_know_which_world_a_preset_runs_in():
     assert _world_knowledge(PACKAGE) == []
 
 
-def test_the_world_check_finds_planted_world_knowledge(tmp_path):
+def _planted_package(tmp_path: Path, files: dict[str, str]) -> Path:
+    """A package `onmerge` with a `toyworld` subpackage and `files` (path within it -> source), for a check to find
+    what was planted in it."""
     package = tmp_path / "onmerge"
     (package / "toyworld").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "toyworld" / "__init__.py").write_text("")
-    (package / "toyworld" / "world.py").write_text('PAPER_METRICS = {}\nTOY = "world" in {}\n')
-    (package / "worlds.py").write_text("from onmerge.toyworld.world import PAPER_METRICS\n")
-    (package / "tables.py").write_text(
+    for name, source in {"__init__.py": "", "toyworld/__init__.py": "", **files}.items():
+        (package / name).write_text(source)
+    return package
+
+
+def test_the_world_check_finds_planted_world_knowledge(tmp_path):
+    tables = (
         "from onmerge.toyworld import world\n"
         "from .toyworld.world import PAPER_METRICS\n"
         "from onmerge import worlds\n"
@@ -247,6 +251,14 @@ def test_the_world_check_finds_planted_world_knowledge(tmp_path):
         '    paper = "kind" not in context.preset\n'
         '    mirrors, builds = backbone.get("mirrors"), preset["backbones"]["qwen-s"]["builds"]\n'
         '    return preset["world"], context.preset.get("kind"), record["world"], worlds.of(preset), record["seed"]\n'
+    )
+    package = _planted_package(
+        tmp_path,
+        {
+            "toyworld/world.py": 'PAPER_METRICS = {}\nTOY = "world" in {}\n',
+            "worlds.py": "from onmerge.toyworld.world import PAPER_METRICS\n",
+            "tables.py": tables,
+        },
     )
     assert sorted(_world_knowledge(package)) == [
         "onmerge.tables:1: imports onmerge.toyworld.world",
@@ -310,12 +322,7 @@ def test_no_module_uses_another_modules_private_names():
 
 
 def test_the_private_name_check_finds_planted_uses(tmp_path):
-    package = tmp_path / "onmerge"
-    (package / "toyworld").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "toyworld" / "__init__.py").write_text("")
-    (package / "cli.py").write_text("__version__ = '1'\n_MODEL = 1\ndef _helper():\n    return _MODEL\n")
-    (package / "toyworld" / "cli.py").write_text(
+    toy_cli = (
         "from onmerge.cli import _MODEL, __version__\n"
         "from ..cli import _helper\n"
         "import onmerge.cli\n"
@@ -324,6 +331,8 @@ def test_the_private_name_check_finds_planted_uses(tmp_path):
         "    from onmerge.cli import _helper  # a deferred import too\n"
         "    return onmerge.cli._helper, command_line._MODEL, command_line.__doc__, record._fields\n"
     )
+    cli = "__version__ = '1'\n_MODEL = 1\ndef _helper():\n    return _MODEL\n"
+    package = _planted_package(tmp_path, {"cli.py": cli, "toyworld/cli.py": toy_cli})
     assert _private_names_used(package) == [
         "onmerge.toyworld.cli:1: imports onmerge.cli._MODEL",
         "onmerge.toyworld.cli:2: imports onmerge.cli._helper",
