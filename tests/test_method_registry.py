@@ -221,3 +221,26 @@ def test_a_registered_online_method_is_drawn_on_the_interpolation_plane_in_its_s
     figures._draw_plane_axes(axes, groups)
     point = axes.lines[0]
     assert (point.get_marker(), point.get_markersize(), point.get_color()) == ("X", 9.0, "tab:cyan")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"path_key": "m_o"}, "path key 'm_o' is not ASCII letters and digits"),  # `_` splits a path's settings
+        ({"path_key": "m~o"}, "path key 'm~o' is not ASCII letters and digits"),  # `~` splits a key from its value
+        ({"path_key": "../x"}, "path key '../x' is not ASCII letters and digits"),
+        ({"path_key": "m o; rm -rf"}, "path key 'm o; rm -rf' is not ASCII letters and digits"),
+        ({"path_key": "mü"}, "path key 'mü' is not ASCII letters and digits"),
+        ({"path_key": ""}, "path key '' is not ASCII letters and digits"),
+        ({"path_key": "p"}, "its name or path key is 'reserve_p''s"),
+        ({"name": "alpha"}, "its name or path key is 'alpha''s"),
+        ({"default": 1.0}, "its default must lie in [0, 1)"),
+    ],
+)
+def test_a_hyperparameter_whose_path_key_or_default_would_break_paths_is_refused(monkeypatch, change, message):
+    """A path key becomes part of a cell's path, a wildcard and a shell word: only letters and digits, each key once."""
+    monkeypatch.setattr(hyperparameters, "_REGISTRY", dict(hyperparameters._REGISTRY))
+    entry = hyperparameters.Hyperparameter("momentum", "mom", hyperparameters.Bounds(0.0, 1.0, high_open=True), 0.0)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        hyperparameters.register(dataclasses.replace(entry, **change))
+    assert "momentum" not in hyperparameters.names()
